@@ -1,0 +1,5 @@
+import sys
+
+from cir_cli.main import main
+
+sys.exit(main())
