@@ -1,0 +1,60 @@
+# CIR developer entry points. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of torch; on a CUDA host use e.g. TORCH_SPEC="torch==2.13.0" with the CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.cir-installed
+DEV_STAMP := $(VENV)/.cir-dev-installed
+
+.PHONY: help demo test install dev system-tools toy-model clean compose-smoke
+
+help:
+	@echo "make demo     - install into $(VENV) and run the offline demo on http://127.0.0.1:$${CIR_PORT:-8000}"
+	@echo "make test     - install test dependencies (Chromium included) and run the test suite offline"
+	@echo "make toy-model- retrain the built-in demo model (cir/assets/toy, ~15-25 min on 2 cores)"
+	@echo "make compose-smoke - build the CPU image and smoke-test docker compose (needs a Docker engine)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+dev: $(DEV_STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/cir demo
+
+# The browser test drives Debian's Chromium and the compose test runs docker-compose's own
+# validation; install them when we can (root + apt), else those tests skip.
+SYSTEM_TOOLS := chromium docker-compose
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -q || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "missing$$missing and cannot install: the tests that need them will be skipped"; fi; \
+	fi
+
+test: $(DEV_STAMP) system-tools
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -rs
+
+toy-model: $(STAMP)
+	$(BIN)/python -m training.toy_model --out cir/assets/toy --seed 0
+
+compose-smoke:
+	bash scripts/compose-smoke.sh
+
+clean:
+	rm -rf .demo .pytest_cache build dist *.egg-info
