@@ -1,0 +1,185 @@
+"""HTTP routes: search, gallery images, health, info, metrics, admin reload and the web page."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import mimetypes
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from cir.fusion import FUSIONS
+from cir.images import ImageDecodeError
+from service import engine as eng
+from service import query as q
+from service import schemas
+from service.swap import IndexManager
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_K = 1000
+ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 415, 422, 503)}
+
+router = APIRouter()
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
+_bearer = HTTPBearer(auto_error=False, description="the service's API key as a bearer token")
+
+
+def manager_of(request: Request) -> IndexManager:
+    """The app's index manager (set by the lifespan)."""
+    return request.app.state.manager
+
+
+def ready_engine(request: Request) -> eng.SearchEngine:
+    """The engine, or 503 while no model and index are loaded."""
+    manager = manager_of(request)
+    if not manager.ready:
+        raise q.NotReadyError(manager.last_error or "the model and index are not loaded yet")
+    return manager.engine
+
+
+def require_api_key(request: Request, key: str | None = Depends(_key_header),
+                    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    """401 unless the request carries the configured API key (compared in constant time)."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    given = key or (bearer.credentials if bearer else "")
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _invalid(field: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": "value_error"}])
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    """Read an upload in chunks, stopping with 413 as soon as it passes the limit."""
+    chunks, total = [], 0
+    while chunk := await upload.read(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise HTTPException(413, f"the image is over the upload limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _hit(hit: q.Hit) -> schemas.Hit:
+    item = hit.item
+    return schemas.Hit(id=hit.id, score=hit.score, rank=hit.rank, image_url=f"/images/{quote(hit.id, safe='')}",
+                       width=item.get("width"), height=item.get("height"), metadata=item.get("metadata") or {})
+
+
+@router.post("/search", response_model=schemas.SearchResponse, responses=ERRORS, tags=["search"],
+             summary="Composed image retrieval: an image (upload or gallery id) modified by a text")
+async def search(
+    # Optional fields are annotated without `| None` so the OpenAPI schema says "optional
+    # string/number" rather than "string or null", which multipart clients cannot send.
+    request: Request,
+    image: UploadFile = File(None, description="reference image: JPEG, PNG or WebP"),
+    reference_id: str = Form(None, max_length=1024, description="search from this gallery item instead"),
+    text: str = Form(None, description="the modification text"),
+    k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
+    alpha: float = Form(None, ge=0, le=1, allow_inf_nan=False,
+                        description="text weight 0..1 (default: config, then the index manifest)"),
+    fusion: Literal[FUSIONS] = Form(None, description="slerp (default), linear, image or text"),
+    min_score: float = Form(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below"),
+) -> schemas.SearchResponse:
+    settings = request.app.state.settings
+    engine = ready_engine(request)
+    text = (text or "").strip() or None
+    if text is not None and len(text) > settings.max_text_chars:
+        raise _invalid("text", f"text is longer than {settings.max_text_chars} characters")
+    data = await _read_upload(image, settings.max_upload_bytes) if image is not None else None
+    query = q.Query(image_bytes=data or None, reference_id=reference_id or None, text=text, k=k,
+                    alpha=alpha, fusion=fusion, min_score=min_score)
+    result = await engine.search(query)
+    request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated)
+    warnings = []
+    if result.text_truncated:
+        warnings.append(f"text truncated to the text tower's {engine.encoder.text_max_length} tokens")
+    return schemas.SearchResponse(results=[_hit(h) for h in result.hits], alpha=result.alpha, fusion=result.fusion,
+                                  index_version=result.index_version, text_truncated=result.text_truncated,
+                                  warnings=warnings, timings_ms=schemas.Timings(**result.timings_ms))
+
+
+@router.get("/images/{item_id:path}", tags=["gallery"], response_class=FileResponse,
+            responses={200: {"content": {"image/*": {}}}, 404: {"model": schemas.ErrorBody},
+                       422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}},
+            summary="A gallery image by id (resolved through the index's items table only)")
+async def gallery_image(request: Request, item_id: str,
+                        size: int | None = Query(None, ge=16, le=1024, description="thumbnail side in pixels")):
+    state = ready_engine(request).state
+    item = await asyncio.to_thread(state.index.item, item_id)
+    if not item or not Path(item.get("path", "")).is_file():
+        raise HTTPException(404, f"no gallery image with id {item_id!r} in index {state.version}")
+    headers = {"Cache-Control": "public, max-age=300"}
+    if item.get("sha256"):
+        headers["ETag"] = f'"{item["sha256"]}"'
+    if size is None or max(item.get("width") or 0, item.get("height") or 0) <= size:
+        # already small enough: the original is the thumbnail
+        media = mimetypes.guess_type(item["path"])[0] or "application/octet-stream"
+        return FileResponse(item["path"], media_type=media, headers=headers)
+    try:
+        thumb = await asyncio.to_thread(request.app.state.thumbs.get, item, size)
+    except ImageDecodeError as exc:
+        raise HTTPException(404, f"gallery image {item_id!r} cannot be read: {exc}") from exc
+    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/healthz", response_model=schemas.Status, tags=["ops"], summary="Liveness: the process answers")
+async def healthz() -> schemas.Status:
+    return schemas.Status(status="ok")
+
+
+@router.get("/readyz", response_model=schemas.Status, tags=["ops"], responses={503: {"model": schemas.Status}},
+            summary="Readiness: 200 only when the model and an index are loaded")
+async def readyz(request: Request):
+    manager = manager_of(request)
+    if manager.ready:
+        return schemas.Status(status="ready", index_version=manager.engine.state.version)
+    body = schemas.Status(status="not_ready", detail=manager.last_error or "model and index not loaded yet")
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/info", response_model=schemas.Info, tags=["ops"], responses={503: {"model": schemas.ErrorBody}},
+            summary="The served model and index")
+async def info(request: Request) -> schemas.Info:
+    engine = ready_engine(request)
+    state, enc = engine.state, engine.encoder
+    m = state.manifest
+    return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
+                        dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
+                        metric=m.get("metric"), default_alpha=engine.alpha_for(state),
+                        default_fusion=engine.default_fusion, max_k=MAX_K, text_max_tokens=enc.text_max_length,
+                        manifest=m)
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    registry.ready.set(1 if manager_of(request).ready else 0)
+    return Response(registry.render(), media_type=registry.content_type)
+
+
+@router.post("/admin/reload", response_model=schemas.ReloadResponse, tags=["admin"],
+             dependencies=[Depends(require_api_key)],
+             responses={401: {"model": schemas.ErrorBody}, 409: {"model": schemas.ReloadResponse}},
+             summary="Load ROOT/CURRENT now (even if it is the version already served)")
+async def admin_reload(request: Request):
+    outcome = await manager_of(request).reload(force=True)
+    body = schemas.ReloadResponse(**vars(outcome))
+    if outcome.status in ("failed", "no_version"):
+        return JSONResponse(body.model_dump(), status_code=409)
+    return body
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")

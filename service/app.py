@@ -1,0 +1,126 @@
+"""The FastAPI app factory: heavy state (encoder, index) is built in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import cir
+from cir.images import DEFAULT_MAX_PIXELS
+from service import api
+from service import engine as eng
+from service import query as q
+from service.batching import OverloadedError
+from service.limits import BodyLimitMiddleware
+from service.metrics import Metrics, MetricsMiddleware
+from service.settings import Settings
+from service.swap import IndexManager
+from service.thumbs import ThumbnailCache
+
+log = logging.getLogger(__name__)
+
+# Room for the other form fields and multipart framing on top of the image itself.
+FORM_OVERHEAD_BYTES = 64 * 1024
+QUERY_ERROR_STATUS = {
+    q.EmptyQueryError: 422,
+    q.AmbiguousQueryError: 422,
+    q.UnsupportedImageError: 415,
+    q.BadImageError: 400,
+    q.UnknownReferenceError: 404,
+}
+
+DESCRIPTION = """Zero-shot composed image retrieval (arXiv 2405.00571): a reference image (an upload
+or a gallery item) plus a modification text, fused by Slerp (`alpha` = text weight), searched
+against a versioned FAISS gallery index that is hot-swapped when a new version is published."""
+
+
+def _error(status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(q.QueryError)
+    async def query_error(request: Request, exc: q.QueryError):
+        status = next((s for cls, s in QUERY_ERROR_STATUS.items() if isinstance(exc, cls)), 400)
+        return _error(status, exc.code, str(exc))
+
+    @app.exception_handler(q.NotReadyError)
+    async def not_ready(request: Request, exc: q.NotReadyError):
+        return _error(503, "not_ready", str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(OverloadedError)
+    async def overloaded(request: Request, exc: OverloadedError):
+        return _error(503, "overloaded", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(422, "invalid_request", jsonable_encoder(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+
+def _lifespan(settings: Settings, metrics: Metrics):
+    def make_engine(encoder) -> eng.SearchEngine:
+        return eng.SearchEngine(encoder, max_pixels=settings.max_pixels, max_batch=settings.max_batch,
+                                batch_wait_s=settings.batch_wait_ms / 1000.0, max_queue=settings.max_queue,
+                                decode_workers=settings.decode_workers, default_alpha=settings.default_alpha,
+                                default_fusion=settings.default_fusion, on_batch=metrics.observe_batch)
+
+    def swapped(state: q.IndexState) -> None:
+        metrics.index_swapped(state.version, str(state.manifest.get("fingerprint", "")), state.count)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        own_thumbs = settings.thumb_cache is None
+        thumb_dir = tempfile.mkdtemp(prefix="cir-thumbs-") if own_thumbs else settings.thumb_cache
+        # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
+        app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS))
+        manager = IndexManager(settings, make_engine, on_swap=swapped,
+                               on_failure=lambda version, error: metrics.index_failed())
+        app.state.manager = manager
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.stop()
+            if own_thumbs:
+                shutil.rmtree(thumb_dir, ignore_errors=True)
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the encoder and index load when its lifespan starts."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    app = FastAPI(title="CIR: composed image retrieval", version=cir.__version__, description=DESCRIPTION,
+                  lifespan=_lifespan(settings, metrics))
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
+    _install_error_handlers(app)
+    # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,94 @@
+"""`cir serve` / `python -m service`: run the composed image retrieval HTTP service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app
+from service.settings import Settings
+
+DESCRIPTION = """\
+Serve composed image retrieval over HTTP: POST /search (multipart: image or reference_id, text,
+k, alpha, fusion, min_score), GET /images/{id}, /healthz, /readyz, /info, /metrics, a web page
+at / and the OpenAPI docs at /docs. The encoder and the index published in ROOT/CURRENT load at
+start-up; a newly published version is swapped in without a restart.
+
+Every option can also be set by an environment variable (shown in brackets); flags win.
+The API key (for /admin/reload) is read from CIR_API_KEY only, so it never shows in `ps`."""
+
+# (flag, settings field, type, help)
+OPTIONS = [
+    ("--index", "index", str, "index root holding CURRENT and versions/ (required)"),
+    ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
+    ("--port", "port", int, "port (default 8000)"),
+    ("--model", "model", str, "model override (default: the model named in the index manifest)"),
+    ("--adapter", "adapter", str, "LoRA adapter override (default: the manifest's adapter)"),
+    ("--device", "device", str, "torch device: auto, cpu, cuda, cuda:N (default auto)"),
+    ("--dtype", "dtype", str, "autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16"),
+    ("--max-upload-mb", "max_upload_mb", float, "largest image upload in MiB (default 10)"),
+    ("--max-pixels", "max_pixels", int, "decompression-bomb guard: most pixels per image (default 40000000)"),
+    ("--max-text-chars", "max_text_chars", int, "longest modification text in characters (default 2000)"),
+    ("--max-batch", "max_batch", int, "largest micro-batch per forward pass or search (default 32)"),
+    ("--batch-wait-ms", "batch_wait_ms", float, "longest wait to fill a micro-batch (default 2)"),
+    ("--max-queue", "max_queue", int, "queued encodes before answering 503 overloaded (default 1024)"),
+    ("--decode-workers", "decode_workers", int, "threads decoding uploads (default 4)"),
+    ("--torch-threads", "torch_threads", int, "torch CPU threads (default: torch's choice; 1 on a busy CPU)"),
+    ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
+    ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
+    ("--default-alpha", "default_alpha", float, "text weight when a request gives none (default: manifest, else 0.8)"),
+    ("--default-fusion", "default_fusion", str, "fusion when a request gives none (default slerp)"),
+    ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
+    ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `cir serve`."""
+    p = argparse.ArgumentParser(prog="cir serve", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, field, kind, text in OPTIONS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=f"{text} [CIR_{field.upper()}]")
+    return p
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `cir serve`; returns the exit status."""
+    try:
+        settings = load_settings(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), as a return code for callers
+        return int(exc.code or 0)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"cir serve: error: {errors}", file=sys.stderr)
+        return 2
+    if settings.index is None:
+        print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
+        return 2
+    if not settings.index.is_dir():
+        print(f"cir serve: error: index root {settings.index} is not a directory", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when the lifespan fails (index not loadable)
+        return int(exc.code or 1)
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

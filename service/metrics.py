@@ -1,0 +1,100 @@
+"""Prometheus metrics: requests by route and status, latency per search stage, batch sizes, index."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (one per app, so tests don't collide)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("cir_http_requests_total", "HTTP requests answered",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("cir_http_request_duration_seconds", "HTTP request latency",
+                                 ["route"], buckets=STAGE_BUCKETS, registry=r)
+        self.stage = Histogram("cir_search_stage_seconds", "Latency of each search stage",
+                               ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.batch = Histogram("cir_batch_size", "Items per micro-batch", ["batcher"],
+                               buckets=BATCH_BUCKETS, registry=r)
+        self.truncated = Counter("cir_text_truncated_total", "Query texts truncated to the tokenizer length",
+                                 registry=r)
+        self.index_items = Gauge("cir_index_items", "Items in the served index", registry=r)
+        self.index_info = Gauge("cir_index_info", "The served index version (value 1)",
+                                ["version", "fingerprint"], registry=r)
+        self.swaps = Counter("cir_index_reloads_total", "Index loads by result", ["result"], registry=r)
+        self.ready = Gauge("cir_ready", "1 when the model and an index are loaded", registry=r)
+
+    def observe_search(self, timings_ms: dict[str, float], text_truncated: bool) -> None:
+        """Record one answered search's stage timings."""
+        for stage, ms in timings_ms.items():
+            self.stage.labels(stage).observe(ms / 1000.0)
+        if text_truncated:
+            self.truncated.inc()
+
+    def observe_batch(self, batcher: str, size: int) -> None:
+        """Record one micro-batch's size."""
+        self.batch.labels(batcher).observe(size)
+
+    def index_swapped(self, version: str, fingerprint: str, count: int) -> None:
+        """Record that `version` is now served."""
+        self.index_info.clear()
+        self.index_info.labels(version, fingerprint[:12]).set(1)
+        self.index_items.set(count)
+        self.swaps.labels("ok").inc()
+        self.ready.set(1)
+
+    def index_failed(self) -> None:
+        """Record a version that failed to load."""
+        self.swaps.labels("failed").inc()
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+def _route_label(scope: Scope, status: int) -> str:
+    """The route template (bounded label values): API routes by template, others by first segment."""
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        return route
+    if status == 404:
+        return "unmatched"
+    return "/" + scope["path"].lstrip("/").split("/", 1)[0]  # /static, /docs, /openapi.json
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting every HTTP response by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = _route_label(scope, status)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

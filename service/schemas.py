@@ -1,0 +1,73 @@
+"""Response bodies of the HTTP API (they define the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code and a human-readable detail."""
+
+    error: str = Field(description="machine-readable error code, e.g. bad_image, unknown_reference")
+    detail: str | list[Any] = Field(description="what went wrong (a list of field errors for invalid requests)")
+
+
+class Hit(BaseModel):
+    id: str = Field(description="gallery item id")
+    score: float = Field(description="cosine similarity of the item to the composed query")
+    rank: int = Field(description="1-based rank")
+    image_url: str = Field(description="where to fetch the image (add ?size=N for a thumbnail)")
+    width: int | None = None
+    height: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="metadata stored with the item")
+
+
+class Timings(BaseModel):
+    decode: float = Field(description="upload bytes to model-ready pixels (decode, resize, normalise)")
+    encode_image: float = Field(description="image tower, including the wait for its micro-batch")
+    encode_text: float = Field(description="text tower, including the wait for its micro-batch")
+    fuse: float
+    search: float = Field(description="index search and item lookup, including the micro-batch wait")
+    total: float
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit]
+    alpha: float = Field(description="the text weight used")
+    fusion: str = Field(description="the fusion used: the requested one, or image/text for a one-sided query")
+    index_version: str
+    text_truncated: bool = Field(description="true when the text was longer than the text tower accepts")
+    warnings: list[str] = Field(default_factory=list)
+    timings_ms: Timings
+
+
+class Info(BaseModel):
+    model: str
+    adapter: str | None
+    fingerprint: str
+    device: str
+    dim: int
+    index_version: str
+    count: int
+    factory: str | None
+    metric: str | None
+    default_alpha: float
+    default_fusion: str
+    max_k: int
+    text_max_tokens: int
+    manifest: dict[str, Any]
+
+
+class Status(BaseModel):
+    status: str
+    index_version: str | None = None
+    detail: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    status: str = Field(description="swapped, unchanged, failed or no_version")
+    version: str | None = Field(description="the version served after the reload")
+    previous: str | None
+    error: str | None = None

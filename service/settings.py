@@ -1,0 +1,61 @@
+"""Service configuration: every option is an environment variable with the `CIR_` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cir.fusion import FUSIONS
+
+
+class Settings(BaseSettings):
+    """Settings of `cir serve`; CLI flags override the `CIR_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="CIR_", extra="ignore", protected_namespaces=())
+
+    index: Path | None = Field(None, description="index root (holds CURRENT and versions/)")
+    model: str | None = Field(None, description="model override; default: the model in the index manifest")
+    adapter: str | None = Field(None, description="LoRA adapter override; default: the manifest's adapter")
+    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, ...")
+    dtype: str = Field("auto", description="autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+    max_upload_mb: float = Field(10.0, gt=0, description="largest accepted image upload (MiB)")
+    max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard: most pixels per image")
+    max_text_chars: int = Field(2000, gt=0, description="longest accepted modification text (characters)")
+    max_batch: int = Field(32, ge=1, le=4096, description="largest micro-batch per forward pass / search")
+    batch_wait_ms: float = Field(2.0, ge=0, description="longest wait to fill a micro-batch")
+    max_queue: int = Field(1024, ge=1, description="queued encodes per batcher before answering 503")
+    decode_workers: int = Field(4, ge=1, description="threads decoding and preprocessing uploads")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    api_key: SecretStr | None = Field(None, description="key required by /admin/* (X-API-Key or Bearer)")
+    cors_origins: str = Field("", description="comma-separated allowed CORS origins ('*' for any)")
+    reload_interval_s: float = Field(2.0, ge=0, description="how often ROOT/CURRENT is checked; 0 disables")
+    default_alpha: float | None = Field(None, ge=0, le=1, description="text weight when a request gives none")
+    default_fusion: str = "slerp"
+    thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
+
+    @field_validator("default_fusion")
+    @classmethod
+    def _known_fusion(cls, value: str) -> str:
+        if value not in FUSIONS:
+            raise ValueError(f"unknown fusion {value!r}; choose one of {', '.join(FUSIONS)}")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload limit in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS origins as a list (empty: CORS disabled)."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -1,0 +1,134 @@
+// CIR web page: plain JS against the service's own API (POST /search, GET /info, GET /images/{id}).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { file: null, referenceId: null, previewUrl: null, busy: false, again: false };
+
+function setError(message) {
+  $("error").textContent = message || "";
+  $("error").hidden = !message;
+}
+
+function setReference({ file = null, referenceId = null, src = null, label = "" }) {
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.file = file;
+  state.referenceId = referenceId;
+  state.previewUrl = file ? URL.createObjectURL(file) : null;
+  const img = $("preview");
+  img.hidden = !(file || referenceId);
+  img.src = state.previewUrl || src || "";
+  $("drop-hint").hidden = !img.hidden;
+  $("clear").hidden = img.hidden;
+  $("ref-label").textContent = label;
+}
+
+function pickFile(file) {
+  if (!file) return;
+  setReference({ file, label: `upload: ${file.name}` });
+  search();
+}
+
+function errorText(body, status) {
+  if (!body) return `HTTP ${status}`;
+  if (Array.isArray(body.detail)) return body.detail.map((e) => `${(e.loc || []).slice(-1)[0]}: ${e.msg}`).join("; ");
+  return body.detail || body.error || `HTTP ${status}`;
+}
+
+async function search() {
+  const text = $("text").value.trim();
+  if (!state.file && !state.referenceId && !text) {
+    setError("Pick an image, click a hit or type a change first.");
+    return;
+  }
+  if (state.busy) { state.again = true; return; }  // one request at a time; rerun with the latest inputs
+  state.busy = true;
+  setError("");
+  const form = new FormData();
+  if (state.file) form.append("image", state.file);
+  else if (state.referenceId) form.append("reference_id", state.referenceId);
+  if (text) form.append("text", text);
+  form.append("alpha", $("alpha").value);
+  form.append("fusion", $("fusion").value);
+  form.append("k", $("k").value);
+  $("status").textContent = "searching…";
+  try {
+    const response = await fetch("/search", { method: "POST", body: form });
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(errorText(body, response.status));
+    render(body);
+  } catch (err) {
+    setError(err.message);
+    $("status").textContent = "";
+  } finally {
+    state.busy = false;
+    if (state.again) { state.again = false; search(); }
+  }
+}
+
+function render(body) {
+  const grid = $("results");
+  grid.replaceChildren(...body.results.map((hit) => {
+    const card = document.createElement("button");
+    card.type = "button";
+    card.className = "hit";
+    card.dataset.id = hit.id;
+    card.title = `${hit.id}\n${JSON.stringify(hit.metadata)}`;
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = hit.id;
+    img.src = `${hit.image_url}?size=256`;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.innerHTML = `<span>#${hit.rank}</span><span class="score">${hit.score.toFixed(3)}</span>`;
+    const id = document.createElement("div");
+    id.className = "id";
+    id.textContent = hit.id;
+    card.append(img, meta, id);
+    card.addEventListener("click", () => {
+      setReference({ referenceId: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}` });
+      search();
+    });
+    return card;
+  }));
+  const t = body.timings_ms;
+  const notes = body.warnings.length ? ` · ${body.warnings.join("; ")}` : "";
+  $("status").textContent = `${body.results.length} hits · ${body.fusion} α=${body.alpha.toFixed(2)} · ` +
+    `${t.total.toFixed(1)} ms · index ${body.index_version}${notes}`;
+}
+
+async function loadInfo() {
+  try {
+    const response = await fetch("/info");
+    const info = await response.json();
+    if (!response.ok) throw new Error(errorText(info, response.status));
+    $("info").textContent = `${info.count} images · model ${info.model.split("/").pop()}` +
+      `${info.adapter ? " + adapter" : ""} · index ${info.index_version}`;
+    $("alpha").value = info.default_alpha;
+    $("alpha-value").textContent = Number(info.default_alpha).toFixed(2);
+  } catch (err) {
+    $("info").textContent = `service not ready: ${err.message}`;
+  }
+}
+
+let sliderTimer = null;
+$("alpha").addEventListener("input", () => {
+  $("alpha-value").textContent = Number($("alpha").value).toFixed(2);
+  clearTimeout(sliderTimer);
+  if (state.file || state.referenceId || $("text").value.trim()) sliderTimer = setTimeout(search, 150);
+});
+$("query").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+$("fusion").addEventListener("change", () => { if ($("results").children.length) search(); });
+$("k").addEventListener("change", () => { if ($("results").children.length) search(); });
+$("clear").addEventListener("click", () => setReference({}));
+$("file").addEventListener("change", (event) => pickFile(event.target.files[0]));
+const drop = $("drop");
+drop.addEventListener("click", () => $("file").click());
+drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file").click(); });
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  pickFile(event.dataTransfer.files[0]);
+});
+loadInfo();

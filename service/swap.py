@@ -1,0 +1,153 @@
+"""Index hot swap: watch ROOT/CURRENT, load new versions in the background, swap them in atomically.
+
+A new version is loaded on a worker thread while the old one keeps serving, checked against
+the running encoder's fingerprint and dimension, and only then made current by one reference
+assignment in the engine. Queries in flight keep the state they started with. A version that
+fails to load or check is logged, remembered (not retried until CURRENT changes or a forced
+reload) and the old one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from cir.encoder import load_encoder
+from cir.index_store import IndexRoot, load_version
+from service.engine import IndexState, SearchEngine
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class IndexLoadError(RuntimeError):
+    """An index version could not be loaded or does not fit the running encoder."""
+
+
+@dataclass
+class ReloadOutcome:
+    """What a reload did: 'swapped', 'unchanged', 'failed' or 'no_version'."""
+
+    status: str
+    version: str | None
+    previous: str | None
+    error: str | None = None
+
+
+class IndexManager:
+    """Owns the encoder, the engine and the index versions of one index root."""
+
+    def __init__(self, settings: Settings, engine_factory: Callable[[object], SearchEngine],
+                 on_swap: Callable[[IndexState], None] | None = None,
+                 on_failure: Callable[[str, str], None] | None = None):
+        if settings.index is None:
+            raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
+        if not settings.index.is_dir():
+            raise ValueError(f"index root {settings.index} is not a directory")
+        self.settings = settings
+        self.root = IndexRoot(settings.index)
+        self.engine_factory = engine_factory
+        self.on_swap, self.on_failure = on_swap, on_failure
+        self.engine: SearchEngine | None = None
+        self._pending_encoder = None  # loaded with the first version, before the engine exists
+        self.failed_version: str | None = None
+        self.last_error: str | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once an encoder and an index are loaded."""
+        return self.engine is not None and self.engine.state is not None
+
+    async def start(self) -> None:
+        """Load the current version (if CURRENT exists yet) and start watching."""
+        outcome = await self.reload(force=True)
+        if outcome.status == "failed":
+            raise IndexLoadError(outcome.error)
+        if outcome.status == "no_version":
+            log.warning("%s has no CURRENT version yet; not ready until one is published", self.settings.index)
+        if self.settings.reload_interval_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="cir-index-watch")
+
+    async def stop(self) -> None:
+        """Stop watching and stop the engine."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.engine is not None:
+            await self.engine.stop()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            try:
+                await self.reload(force=False)
+            except Exception:  # noqa: BLE001 - the watcher must survive anything
+                log.exception("index watcher check failed")
+
+    async def reload(self, force: bool = False) -> ReloadOutcome:
+        """Load ROOT/CURRENT if it changed (or always, when forced) and swap it in."""
+        async with self._lock:
+            running = self.engine.state.version if self.ready else None
+            version = await asyncio.to_thread(self.root.current_version)
+            if version is None:
+                return ReloadOutcome("no_version", running, running)
+            if not force and (version == running or version == self.failed_version):
+                return ReloadOutcome("unchanged", running, running)
+            t0 = time.perf_counter()
+            try:
+                state = await asyncio.to_thread(self._load, version)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the old version
+                self.failed_version, self.last_error = version, f"{type(exc).__name__}: {exc}"
+                log.error("index version %s not loaded (still serving %s): %s", version, running or "nothing",
+                          self.last_error)
+                if self.on_failure is not None:
+                    self.on_failure(version, self.last_error)
+                return ReloadOutcome("failed", running, running, self.last_error)
+            if self.engine is None:
+                await self._start_engine(state)
+            self.engine.swap(state)
+            self.failed_version, self.last_error = None, None
+            log.info("serving index version %s (%d items, loaded in %.2f s; was %s)",
+                     version, state.count, time.perf_counter() - t0, running)
+            if self.on_swap is not None:
+                self.on_swap(state)
+            return ReloadOutcome("swapped", version, running)
+
+    def _load(self, version: str) -> IndexState:
+        """Load one version on a worker thread and check it fits the encoder (loading that first if needed)."""
+        index = load_version(self.settings.index, version)
+        manifest = dict(index.manifest)
+        if self.engine is None:
+            self._pending_encoder = self._load_encoder(manifest)
+        encoder = self.engine.encoder if self.engine is not None else self._pending_encoder
+        fingerprint = manifest.get("fingerprint")
+        if fingerprint != encoder.fingerprint:
+            raise IndexLoadError(
+                f"index {version} was built with encoder fingerprint {str(fingerprint)[:12]}, "
+                f"but the running encoder {encoder.name} has {encoder.fingerprint[:12]}; "
+                "rebuild the index with this model or restart the service with the index's model")
+        if int(manifest.get("dim", encoder.dim)) != encoder.dim:
+            raise IndexLoadError(f"index {version} has dim {manifest.get('dim')}, the encoder {encoder.dim}")
+        return IndexState(index=index, version=version, manifest=manifest)
+
+    def _load_encoder(self, manifest: dict):
+        model = self.settings.model or manifest.get("model")
+        if not model:
+            raise IndexLoadError("the index manifest names no model and CIR_MODEL is not set")
+        adapter = self.settings.adapter or manifest.get("adapter")
+        return load_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype)
+
+    async def _start_engine(self, state: IndexState) -> None:
+        engine = self.engine_factory(self._pending_encoder)
+        self._pending_encoder = None
+        await asyncio.to_thread(engine.warmup)
+        await engine.start()
+        self.engine = engine

@@ -1,0 +1,169 @@
+"""Micro-batching: the batcher's contract, and batched engine answers equal one-by-one answers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from cir.encoder import load_encoder
+from cir.index_store import load_version
+from service.batching import MicroBatcher, OverloadedError
+from service.engine import IndexState, Query, SearchEngine
+from service_fixtures import world_index  # noqa: F401 - fixture
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+async def _with_batcher(fn, body, **opts):
+    pool = ThreadPoolExecutor(1)
+    batcher = MicroBatcher(fn, pool, **opts)
+    batcher.start()
+    try:
+        return await body(batcher)
+    finally:
+        await batcher.stop()
+        pool.shutdown()
+
+
+def test_results_map_back_and_batches_are_bounded():
+    sizes = []
+
+    def double(items):
+        sizes.append(len(items))
+        time.sleep(0.01)
+        return [x * 2 for x in items]
+
+    async def body(b):
+        return await asyncio.gather(*(b.submit(i) for i in range(50)))
+
+    out = _run(_with_batcher(double, body, max_batch=8, max_wait_s=0.02))
+    assert out == [i * 2 for i in range(50)]
+    assert max(sizes) == 8 and len(sizes) < 50 and sum(sizes) == 50
+
+
+def test_a_failing_item_fails_alone():
+    def fn(items):
+        if any(x < 0 for x in items):
+            raise ValueError("negative")
+        return [x + 1 for x in items]
+
+    async def body(b):
+        return await asyncio.gather(*(b.submit(x) for x in (1, -1, 2, 3)), return_exceptions=True)
+
+    out = _run(_with_batcher(fn, body, max_batch=4, max_wait_s=0.05))
+    assert out[0] == 2 and out[2] == 3 and out[3] == 4
+    assert isinstance(out[1], ValueError)
+
+
+def test_full_queue_is_overloaded_and_cancelled_callers_are_skipped():
+    gate = threading.Event()
+    seen = []
+
+    def slow(items):
+        gate.wait(5)
+        seen.extend(items)
+        return items
+
+    async def body(b):
+        first = asyncio.ensure_future(b.submit(0))  # taken by the collector, blocks in slow()
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(OverloadedError):
+            await b.submit(3)
+        queued[0].cancel()
+        gate.set()
+        return await first, await queued[1]
+
+    assert _run(_with_batcher(slow, body, max_batch=4, max_wait_s=0.0, max_queue=2)) == (0, 2)
+    assert 1 not in seen
+
+
+def test_waits_only_for_announced_items():
+    sizes = []
+
+    def record(items):
+        sizes.append(len(items))
+        return items
+
+    async def lone(b):  # nothing announced: a huge max_wait must not delay a lone item
+        return await asyncio.wait_for(b.submit(1), timeout=5)
+
+    assert _run(_with_batcher(record, lone, max_batch=8, max_wait_s=60)) == 1
+
+    async def announced(b):  # an announced item still on its way joins the first one's batch
+        late = b.expect()
+        first = asyncio.ensure_future(b.submit("a"))
+        await asyncio.sleep(0.05)
+        second = await late.submit("b")
+        return await first, second
+
+    sizes.clear()
+    assert _run(_with_batcher(record, announced, max_batch=8, max_wait_s=5)) == ("a", "b")
+    assert sizes == [2]
+
+    async def withdrawn(b):  # a withdrawn announcement stops the wait
+        ticket = b.expect()
+        first = asyncio.ensure_future(b.submit("a"))
+        await asyncio.sleep(0.05)
+        ticket.close()
+        return await asyncio.wait_for(first, timeout=5)
+
+    sizes.clear()
+    assert _run(_with_batcher(record, withdrawn, max_batch=8, max_wait_s=0.5)) == "a"
+
+
+def test_invalid_batcher_options():
+    with pytest.raises(ValueError):
+        MicroBatcher(lambda xs: xs, ThreadPoolExecutor(1), max_batch=0)
+
+
+@pytest.fixture(scope="module")
+def engine_parts(world_index):
+    encoder = load_encoder(world_index["model"], device="cpu")
+    index = load_version(world_index["root"])
+    return encoder, IndexState(index=index, version=index.version, manifest=index.manifest)
+
+
+def _queries(world_index) -> list[Query]:
+    ids, paths = world_index["ids"], world_index["paths"]
+    texts = ["make it blue", "turn it into a star", "small and striped", "move it to the top left"]
+    out = []
+    for i in range(24):
+        kind = i % 4
+        image = paths[ids[i]].read_bytes() if kind in (0, 1) else None
+        out.append(Query(image_bytes=image, reference_id=ids[i] if kind == 2 else None,
+                         text=None if kind == 1 else texts[i % len(texts)], k=5 + i % 3, alpha=0.2 + 0.03 * i,
+                         fusion=("slerp", "linear")[i % 2]))
+    return out
+
+
+def test_batched_engine_equals_one_by_one(engine_parts, world_index):
+    encoder, state = engine_parts
+    sizes: dict[str, list[int]] = {}
+    engine = SearchEngine(encoder, max_pixels=10**7, max_batch=8, batch_wait_s=0.05,
+                          on_batch=lambda name, n: sizes.setdefault(name, []).append(n))
+    engine.swap(state)
+    queries = _queries(world_index)
+    expected = [engine.search_sync(q) for q in queries]
+
+    async def concurrently():
+        await engine.start()
+        try:
+            return await asyncio.gather(*(engine.search(q) for q in queries))
+        finally:
+            await engine.stop()
+
+    got = _run(concurrently())
+    assert max(sizes["image"]) > 1 and max(sizes["text"]) > 1 and max(sizes["search"]) > 1
+    for a, b in zip(got, expected):
+        assert [h.id for h in a.hits] == [h.id for h in b.hits]
+        assert np.allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-5)
+        assert (a.fusion, a.alpha, a.index_version) == (b.fusion, b.alpha, b.index_version)

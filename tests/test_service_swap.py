@@ -1,0 +1,151 @@
+"""Index hot swap under load, refused versions, start-up without an index, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from cir.index_store import IndexRoot
+from cir_cli.main import main as cir_main
+from indexer.cli import main as index_main
+from service.cli import load_settings, main as serve_main
+from service_fixtures import API_KEY, LiveServer, copy_root, publish_copy, server_settings, world_index  # noqa: F401
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _version(client) -> str | None:
+    r = client.get("/readyz")
+    return r.json().get("index_version") if r.status_code == 200 else None
+
+
+def test_hot_swap_under_concurrent_load_loses_no_request(world_index, tmp_path):
+    """Publish a rebuilt index (fewer items) while clients search nonstop: every request succeeds."""
+    root = copy_root(world_index, tmp_path / "root")
+    subset = tmp_path / "subset.jsonl"
+    rows = [json.loads(line) for line in (world_index["world"] / "gallery_manifest.jsonl").read_text().splitlines()]
+    subset.write_text("".join(json.dumps(dict(r, path=str(world_index["world"] / r["path"]))) + "\n"
+                              for r in rows[:40]))
+    image = world_index["paths"][world_index["ids"][0]].read_bytes()
+    stop = threading.Event()
+    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            def hammer(worker: int) -> list[tuple[int, str | None]]:
+                seen = []
+                while not stop.is_set():
+                    if worker % 2:
+                        r = client.post("/search", data={"text": "make it blue", "k": "100"})
+                    else:
+                        r = client.post("/search", data={"text": "red"}, files={"image": ("q.png", image)})
+                    seen.append((r.status_code, r.json().get("index_version"), len(r.json().get("results", []))))
+                return seen
+
+            with ThreadPoolExecutor(6) as pool:
+                futures = [pool.submit(hammer, i) for i in range(6)]
+                time.sleep(0.5)
+                rc = index_main(["build", "--gallery", str(subset), "--model", world_index["model"], "--out",
+                                 str(root), "--workers", "0", "--factory", "Flat", "--no-progress"])
+                assert rc == 0
+                new_version = IndexRoot(root).current_version()
+                assert new_version != world_index["version"]
+                assert _wait_for(lambda: _version(client) == new_version)
+                time.sleep(0.5)
+                stop.set()
+                results = [x for f in futures for x in f.result()]
+            info = client.get("/info").json()
+    assert info["index_version"] == new_version and info["count"] == 40
+    assert results and all(status == 200 for status, _, _ in results), {s for s, _, _ in results}
+    versions = {v for _, v, _ in results}
+    assert versions == {world_index["version"], new_version}
+    # each answer is consistent with the version it names: the new one has only 40 items
+    assert all(n <= 40 for _, v, n in results if v == new_version)
+    assert any(n > 40 for _, v, n in results if v == world_index["version"])
+
+
+def _broken_copy(root, version, name, how):
+    store = IndexRoot(root)
+    vdir = store.version_dir(name)
+    shutil.copytree(store.version_dir(version), vdir)
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    if how == "corrupt":
+        (vdir / "index.faiss").write_bytes(b"not a faiss index")
+    else:
+        manifest["fingerprint"] = "0" * 64
+    manifest["version"] = name
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    store.publish(name)
+
+
+@pytest.mark.parametrize("how", ["corrupt", "fingerprint"])
+def test_a_bad_version_is_refused_and_the_old_one_stays(world_index, tmp_path, how):
+    root = copy_root(world_index, tmp_path / "root")
+    old = world_index["version"]
+    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            _broken_copy(root, old, "v9-broken", how)
+            assert _wait_for(lambda: 'cir_index_reloads_total{result="failed"} 1.0' in client.get("/metrics").text)
+            assert _version(client) == old
+            assert client.post("/search", data={"text": "red"}).status_code == 200
+            forced = client.post("/admin/reload", headers={"X-API-Key": API_KEY})
+            assert forced.status_code == 409 and forced.json()["version"] == old
+            assert ("fingerprint" in forced.json()["error"]) == (how == "fingerprint")
+            publish_copy(root, old, "v10-good")
+            assert _wait_for(lambda: _version(client) == "v10-good")
+
+
+def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path):
+    root = copy_root(world_index, tmp_path / "root")
+    os.remove(root / "CURRENT")
+    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/readyz").status_code == 503
+            r = client.post("/search", data={"text": "red"})
+            assert r.status_code == 503 and r.json()["error"] == "not_ready"
+            assert client.get("/info").status_code == 503
+            assert client.get(f"/images/{world_index['ids'][0]}").status_code == 503
+            IndexRoot(root).publish(world_index["version"])
+            assert _wait_for(lambda: _version(client) == world_index["version"])
+            assert client.post("/search", data={"text": "red"}).status_code == 200
+
+
+def test_a_broken_index_at_start_up_fails_the_start(world_index, tmp_path):
+    root = copy_root(world_index, tmp_path / "root")
+    _broken_copy(root, world_index["version"], "v9-broken", "corrupt")
+    with pytest.raises(RuntimeError):
+        LiveServer(server_settings(root)).__enter__()
+    assert serve_main(["--index", str(root), "--port", "0", "--log-level", "critical"]) == 3  # uvicorn: start-up failed
+
+
+def test_cli_settings_env_and_flags(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CIR_INDEX", str(tmp_path))
+    monkeypatch.setenv("CIR_PORT", "9001")
+    monkeypatch.setenv("CIR_MAX_BATCH", "7")
+    monkeypatch.setenv("CIR_API_KEY", "k")
+    monkeypatch.setenv("CIR_CORS_ORIGINS", "http://a.example, http://b.example")
+    s = load_settings(["--port", "9002", "--batch-wait-ms", "3"])
+    assert (s.port, s.max_batch, s.batch_wait_ms, s.index) == (9002, 7, 3.0, tmp_path)
+    assert s.api_key.get_secret_value() == "k" and s.cors_origin_list == ["http://a.example", "http://b.example"]
+    assert (s.host, s.default_alpha) == ("127.0.0.1", None)
+    assert serve_main(["--help"]) == 0
+    assert "CIR_MAX_UPLOAD_MB" in capsys.readouterr().out
+    assert cir_main(["serve", "--help"]) == 0 and "--reload-interval-s" in capsys.readouterr().out
+    assert serve_main(["--index", str(tmp_path / "missing")]) == 2
+    assert serve_main(["--index", str(tmp_path), "--max-batch", "0"]) == 2
+    monkeypatch.delenv("CIR_INDEX")
+    assert serve_main([]) == 2
+    assert "no index root" in capsys.readouterr().err
