@@ -74,8 +74,8 @@ class ImagePreprocessor:
         return self.processor(images=rgb, return_tensors="pt")["pixel_values"]
 
 
-def _pooled(output) -> torch.Tensor:
-    """transformers 5 returns a ModelOutput from get_*_features; older versions a tensor."""
+def pooled_output(output) -> torch.Tensor:
+    """The pooled embedding of get_*_features: a ModelOutput in transformers 5, a tensor before."""
     if isinstance(output, torch.Tensor):
         return output
     for key in ("pooler_output", "image_embeds", "text_embeds"):
@@ -114,7 +114,7 @@ class Encoder:
     def encode_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """Embed a preprocessed (N, 3, H, W) batch; unit float32 rows."""
         with self._autocast():
-            out = _pooled(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
+            out = pooled_output(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
         return l2_normalize(out.float()).cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
@@ -143,7 +143,7 @@ class Encoder:
             if "token_type_ids" in tokens:
                 tokens.pop("token_type_ids")
             with self._autocast():
-                out = _pooled(self.model.get_text_features(**tokens))
+                out = pooled_output(self.model.get_text_features(**tokens))
             chunks.append(l2_normalize(out.float()).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 

@@ -9,6 +9,8 @@ GALLERY="${CIR_GALLERY:-}"
 CAPTIONS="${CIR_CAPTIONS:-}"
 ADAPTER_DIR="${CIR_ADAPTER_DIR:-/models/adapter}"
 INDEX_ROOT="${CIR_INDEX:-/data/index}"
+# The toy model's best text weight is 0.7 (docs/tat.md); real CLIPs use the paper's 0.8-0.9.
+if [ "$MODEL" = toy ]; then DEFAULT_ALPHA=0.7; else DEFAULT_ALPHA=0.8; fi
 
 demo_world() {
   # Only the demo defaults need the generated world; a real gallery is mounted instead.
@@ -29,10 +31,10 @@ case "${1:-serve}" in
     ;;
   index)
     shift
-    if [ -z "$GALLERY" ]; then demo_world; GALLERY="$WORLD/cirr"; fi
+    if [ -z "$GALLERY" ]; then demo_world; GALLERY="$WORLD/cirr/dev"; fi
     # shellcheck disable=SC2046
     exec cir index build --gallery "$GALLERY" --model "$MODEL" $(adapter_args) --out "$INDEX_ROOT" \
-      --device "${CIR_DEVICE:-auto}" ${CIR_INDEX_ARGS:-} "$@"
+      --device "${CIR_DEVICE:-auto}" --alpha "${CIR_DEFAULT_ALPHA:-$DEFAULT_ALPHA}" ${CIR_INDEX_ARGS:-} "$@"
     ;;
   serve)
     shift

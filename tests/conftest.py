@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports huggingface_hub: an unknown model id must fail at once, not retry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -1,0 +1,188 @@
+"""`cir train` / `python -m training`: Text-Anchored Tuning of a dual encoder's image tower."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from cir.models import ModelLoadError
+from training.config import DEFAULT_TARGETS, PAPER_TEMPERATURE, POSITIVES, TrainConfig
+from training.loop import train
+from training.report import summary_lines
+
+DESCRIPTION = """\
+Text-Anchored Tuning (TAT, arXiv 2405.00571): train a LoRA adapter on the IMAGE tower of a
+CLIP-family model with a symmetric contrastive loss against the frozen TEXT tower, so image
+embeddings move toward the text embeddings (the modality gap shrinks) and Slerp queries mix
+the two better. The text tower is not changed at all.
+
+DATA is a JSONL or CSV/TSV file with `image` (path relative to the file) and `caption` fields
+(a shapes world's captions.jsonl works as is), or a folder of WebDataset .tar shards (or one
+.tar) whose samples are <key>.jpg/.png + <key>.txt. Only byte offsets are held in memory.
+
+OUT receives the adapter (adapter_config.json + adapter_model.safetensors + cir_adapter.json,
+usable as `load_encoder(model, adapter=OUT)` and by `cir index/serve --adapter`), or with
+--merge the merged full model; train_log.jsonl; report.json (modality gap on held-out pairs
+before/after and, with --eval-cir, Slerp Recall@K before/after); checkpoints/; run.json.
+
+Exit status: 0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM after a checkpoint
+(run again with --resume to continue). Under torchrun the global batch is split across ranks."""
+
+EXAMPLES = """\
+examples:
+  cir toyworld --out /tmp/world --seed 1 && cir toyworld --out /tmp/eval --seed 2
+  cir train --model toy --data /tmp/world/captions.jsonl --out /tmp/tat --lr 1e-3 \\
+      --eval-cir /tmp/eval/cirr --eval-alpha 0.5,0.7    # small sets: lr 1e-3 (docs/tat.md)
+  torchrun --nproc-per-node 8 -m training --model openai/clip-vit-large-patch14 \\
+      --data /data/laion-2m/ --out runs/tat-l14 --batch-size 1024 --resume"""
+
+
+def _temperature(value: str) -> float | None:
+    if value == "model":
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'model', got {value!r}") from None
+    if not t > 0:
+        raise argparse.ArgumentTypeError(f"temperature must be > 0, got {value}")
+    return t
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _alphas(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _add_io(p: argparse.ArgumentParser) -> None:
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                    help="base model: 'toy', a local model folder or a hub id (CLIP/SigLIP family)")
+    io.add_argument("--data", required=True, metavar="PATH",
+                    help="JSONL/CSV/TSV of image,caption or a WebDataset folder")
+    io.add_argument("--out", required=True, metavar="DIR",
+                    help="output folder (must be empty, or this run with --resume)")
+    io.add_argument("--image-key", default="image", help="image path field of JSONL/CSV rows (default image)")
+    io.add_argument("--caption-key", default="caption", help="caption field of JSONL/CSV rows (default caption)")
+    io.add_argument("--merge", action="store_true", help="save the merged full model instead of the adapter")
+    io.add_argument("--holdout", type=int, default=None, metavar="N",
+                    help="pairs kept out of training to measure the modality gap (default 10%% of the data, "
+                         "at most 1000; the same pairs for every seed)")
+
+
+def _add_optimisation(p: argparse.ArgumentParser) -> None:
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, metavar="N",
+                     help="global contrastive batch, split across ranks (default %(default)s; the paper: 1024)")
+    opt.add_argument("--grad-accum", type=int, default=1, metavar="K",
+                     help="micro-batches per optimiser step (each is its own contrastive batch; default 1)")
+    opt.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak AdamW learning rate (default %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    opt.add_argument("--warmup-steps", type=int, default=None, metavar="N",
+                     help="linear warmup steps before the cosine decay (default 5%% of the steps)")
+    opt.add_argument("--epochs", type=int, default=1, help="passes over the training pairs (default 1, as the paper)")
+    opt.add_argument("--max-steps", type=int, default=None, metavar="N",
+                     help="train exactly N optimiser steps instead, cycling through the data as needed")
+    opt.add_argument("--temperature", type=_temperature, default=PAPER_TEMPERATURE, metavar="TAU|model",
+                     help=f"fixed softmax temperature (default {PAPER_TEMPERATURE}, logit scale "
+                          f"{1 / PAPER_TEMPERATURE:.1f}, as the paper) or 'model' for the base model's learned scale")
+    opt.add_argument("--positives", choices=POSITIVES, default="auto",
+                     help="contrastive labels: 'pairs' one-to-one (CLIP, the paper); 'captions' identical caption "
+                          "strings are positives; 'mentions' a caption is positive for every image it describes "
+                          "(shapes-world rows with mentions/attributes); 'auto' (default) = mentions when the rows "
+                          "carry them, else captions")
+    opt.add_argument("--seed", type=int, default=0, help="seed of LoRA init, data order and dropout (default 0)")
+
+
+def _add_lora_and_eval(p: argparse.ArgumentParser) -> None:
+    lora = p.add_argument_group("LoRA (image tower only)")
+    lora.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
+    lora.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
+    lora.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1)")
+    lora.add_argument("--lora-targets", type=_names, default=DEFAULT_TARGETS, metavar="NAMES",
+                      help="comma-separated module names or regexes, matched inside the image tower only "
+                           f"(default {','.join(DEFAULT_TARGETS)}; e.g. add fc1,fc2,visual_projection)")
+    ev = p.add_argument_group("evaluation")
+    ev.add_argument("--eval-cir", metavar="DIR", help="CIRR-layout set (e.g. a shapes world's cirr/): Slerp Recall@K "
+                                                       "before and after, split seen/held-out for shapes worlds")
+    ev.add_argument("--eval-alpha", type=_alphas, default=(0.8,), metavar="A[,A...]",
+                    help="Slerp text weight(s) for --eval-cir (default 0.8)")
+    ev.add_argument("--eval-split", default="val", help="split of --eval-cir (default val)")
+    ev.add_argument("--eval-batch-size", type=int, default=256, metavar="N", help="embedding batch for measurements")
+
+
+def _add_running(p: argparse.ArgumentParser) -> None:
+    run = p.add_argument_group("running")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out from its last checkpoint (starts it when --out is empty)")
+    run.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
+                     help="checkpoint every N steps (0: only on SIGINT/SIGTERM; default 500)")
+    run.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="checkpoints kept (default 2)")
+    run.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    run.add_argument("--dtype", default="auto",
+                     help="autocast dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default 2)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads for torch (default: torch's choice; CPU results are reproducible for a "
+                          "fixed thread count)")
+    run.add_argument("--log-every", type=int, default=10, metavar="N", help="train_log.jsonl line every N steps")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `cir train`."""
+    p = argparse.ArgumentParser(prog="cir train", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for add in (_add_io, _add_optimisation, _add_lora_and_eval, _add_running):
+        add(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build the validated TrainConfig from parsed arguments."""
+    return TrainConfig(
+        model=args.model, data=args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, epochs=args.epochs,
+        max_steps=args.max_steps, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, temperature=args.temperature,
+        positives=args.positives, seed=args.seed, holdout=args.holdout, image_key=args.image_key,
+        caption_key=args.caption_key, merge=args.merge, resume=args.resume,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_cir=args.eval_cir,
+        eval_alpha=args.eval_alpha, eval_split=args.eval_split, eval_batch_size=args.eval_batch_size,
+        device=args.device, dtype=args.dtype, workers=args.workers, threads=args.threads, log_every=args.log_every,
+        progress=not args.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `cir train`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already explained on stderr
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = train(config_from_args(args))
+    except (ValueError, ModelLoadError, OSError) as exc:
+        print(f"cir train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped without a new checkpoint
+        print("cir train: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        return 130
+    if result.status == "interrupted":
+        print(f"cir train: stopped at step {result.step} with a checkpoint in {result.out}; "
+              "run the same command with --resume to continue", file=sys.stderr)
+        return 128 + (result.signal or signal.SIGTERM)
+    print(f"cir train: done, {result.step} steps; {'model' if args.merge else 'adapter'} in {result.out}")
+    for line in summary_lines(result.report or {}):
+        print("  " + line)
+    return 0

@@ -1,0 +1,121 @@
+"""A TAT run's setup and finish: model, data and schedule; the 'before' and 'after' measurements."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cir.encoder import Encoder, load_encoder
+from cir.io import atomic_write_json
+from training import checkpoint as ckpt
+from training import distributed as D
+from training.batches import Plan, auto_holdout
+from training.config import TrainConfig
+from training.data import PairSource, open_pairs
+from training.loss import resolve_positives
+from training.report import compare, measure
+from training.runtime import RunState
+from training.save import save_outputs
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class Job:
+    """Everything the loop needs, built once by `train`."""
+
+    cfg: TrainConfig
+    info: D.DistInfo
+    out: Path
+    encoder: Encoder
+    source: PairSource
+    plan: Plan
+    mode: str  # the resolved contrastive labels: pairs, captions or mentions
+    scale: float  # the fixed logit scale
+    steps: int
+    micro_end: int  # one past the last global micro-batch
+    warmup: int
+    model: object = None
+    optimizer: object = None
+    scheduler: object = None
+
+
+def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
+    """Load the base model, index the data, split it and size the schedule."""
+    source = open_pairs(cfg.data, cfg.image_key, cfg.caption_key)  # bad data fails before a slow model load
+    encoder = load_encoder(cfg.model, device=device, dtype=cfg.dtype)
+    mode = resolve_positives(cfg.positives, source.structured)
+    if mode == "mentions" and not source.structured:
+        raise ValueError("--positives mentions needs data rows with `mentions` and `attributes` (a shapes world)")
+    holdout = auto_holdout(len(source)) if cfg.holdout is None else cfg.holdout
+    plan = Plan(len(source), holdout, cfg.batch_size, cfg.seed, info.world_size, info.rank)
+    micro_total = cfg.epochs * plan.micro_per_epoch
+    steps = cfg.max_steps or math.ceil(micro_total / cfg.grad_accum)
+    micro_end = steps * cfg.grad_accum if cfg.max_steps else micro_total
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * steps)
+    scale = float(encoder.model.logit_scale.exp().item()) if cfg.temperature is None else cfg.logit_scale
+    return Job(cfg, info, Path(cfg.out).expanduser(), encoder, source, plan, mode, scale, steps, micro_end,
+               min(warmup, steps))
+
+
+def _data_info(job: Job) -> dict:
+    src = job.source
+    return {"path": str(src.path), "format": type(src).__name__.replace("Source", "").lower(),
+            "pairs": len(src), "train_pairs": len(job.plan.train), "holdout_pairs": len(job.plan.holdout),
+            "incomplete_samples": src.incomplete}
+
+
+def _measure(job: Job, encoder: Encoder) -> dict:
+    cfg = job.cfg
+    return measure(encoder, job.source, job.plan.holdout, cfg.eval_cir, cfg.eval_split, cfg.eval_alpha,
+                   cfg.eval_batch_size, cfg.workers)
+
+
+def start(job: Job, out_mode: str) -> dict:
+    """Create (or re-open, on resume) the output folder; returns the report so far, with 'before'."""
+    cfg, out = job.cfg, job.out
+    if out_mode == "resume":
+        ckpt.check_base(out, job.encoder.base_fingerprint)
+        if (out / REPORT_FILE).is_file():
+            return json.loads((out / REPORT_FILE).read_text())
+    report = {"status": "running", "model": cfg.model, "base_fingerprint": job.encoder.base_fingerprint,
+              "data": _data_info(job), "labels": job.mode, "logit_scale": round(job.scale, 4),
+              "temperature": round(1.0 / job.scale, 5), "steps": job.steps, "warmup_steps": job.warmup,
+              "world_size": job.info.world_size, "config": cfg.to_dict()}
+    if job.info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.write_run(out, cfg, "running", base_fingerprint=job.encoder.base_fingerprint, data=report["data"])
+        report["before"] = _measure(job, job.encoder)
+        atomic_write_json(out / REPORT_FILE, report)
+    D.barrier(job.info)
+    return report
+
+
+def finish(job: Job, state: RunState, report: dict) -> dict:
+    """Save the adapter (or merged model), reload it as users will, measure 'after', write report.json."""
+    cfg, out = job.cfg, job.out
+    skipped = D.sum_counts({"skipped": state.skipped}, job.info)["skipped"]
+    if job.info.main:
+        saved = save_outputs(job, state)
+        after = load_encoder(str(out) if cfg.merge else cfg.model, adapter=None if cfg.merge else out,
+                             device=str(job.encoder.device), dtype=cfg.dtype)
+        pixels, embeddings = saved.pop("pixels"), saved.pop("embeddings")
+        if pixels is not None:  # the reloaded model must give what the trained one gave
+            saved["max_abs_diff"] = float(np.abs(after.encode_pixels(pixels) - embeddings).max())
+        report["after"] = _measure(job, after)
+        report["change"] = compare(report["before"], report["after"])
+        report.update(status="complete", output="merged" if cfg.merge else "adapter", reload_check=saved,
+                      training={"steps": state.step, "images": state.images, "skipped_images": skipped,
+                                "skipped_examples": state.failures, "seconds": round(state.seconds, 2),
+                                "images_per_s": round(state.images / max(state.seconds, 1e-9), 2)})
+        atomic_write_json(out / REPORT_FILE, report)
+        ckpt.write_run(out, cfg, "complete", steps=state.step)
+    D.barrier(job.info)
+    return report

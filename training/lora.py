@@ -1,0 +1,111 @@
+"""LoRA on the image tower only: target selection, wrapping with peft, and the frozen-text guarantees."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+log = logging.getLogger(__name__)
+
+# Module types peft's LoRA can wrap that we offer as targets.
+_LORA_TYPES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)
+_PLAIN_NAME = re.compile(r"^[\w.]+$")
+
+
+def vision_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    """Top-level submodules of a CLIP/SigLIP-style model that belong to the image tower."""
+    names = tuple(n for n, _ in model.named_children() if "vision" in n or "visual" in n)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no vision tower submodule (vision_model/visual_*)")
+    return names
+
+
+def in_vision_tower(name: str, prefixes: Sequence[str]) -> bool:
+    """Is this parameter or module name part of the image tower?"""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _matches(name: str, target: str) -> bool:
+    if _PLAIN_NAME.match(target):
+        return name == target or name.endswith("." + target)
+    return re.fullmatch(target, name) is not None
+
+
+def select_targets(model: torch.nn.Module, targets: Sequence[str]) -> list[str]:
+    """Full names of the image-tower modules that the target names or regexes select."""
+    prefixes = vision_prefixes(model)
+    modules = dict(model.named_modules())
+    chosen = []
+    for name, module in modules.items():
+        if not isinstance(module, _LORA_TYPES) or not in_vision_tower(name, prefixes):
+            continue
+        parent = modules.get(name.rpartition(".")[0])
+        if isinstance(parent, torch.nn.MultiheadAttention):
+            continue  # MultiheadAttention reads out_proj.weight directly: a LoRA there would do nothing
+        if any(_matches(name, t) for t in targets):
+            chosen.append(name)
+    if not chosen:
+        raise ValueError(f"no image-tower module matches the LoRA targets {', '.join(targets)}")
+    return chosen
+
+
+def target_regex(names: Sequence[str], all_names: Sequence[str]) -> str:
+    """A compact regex (layer numbers generalised) that fully matches exactly `names` among `all_names`."""
+    leaves: dict[str, list[str]] = {}  # generalised parent path -> leaf names
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        pattern = r"\.".join(r"\d+" if p.isdigit() else re.escape(p) for p in parent.split(".")) if parent else ""
+        group = leaves.setdefault(pattern, [])
+        if re.escape(leaf) not in group:
+            group.append(re.escape(leaf))
+    parts = [(f"{parent}\\." if parent else "") + f"(?:{'|'.join(leaf)})" for parent, leaf in leaves.items()]
+    regex = "(?:" + "|".join(parts) + ")"
+    if {n for n in all_names if re.fullmatch(regex, n)} != set(names):
+        regex = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    return regex
+
+
+def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float,
+             targets: Sequence[str]) -> PeftModel:
+    """Wrap the model with LoRA on the selected image-tower modules; every other weight is frozen."""
+    names = select_targets(model, targets)
+    regex = target_regex(names, [n for n, _ in model.named_modules()])
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=regex, bias="none")
+    peft_model = get_peft_model(model, config)
+    check_trainable(peft_model)
+    log.info("LoRA on %d image-tower modules (%s)", len(names), regex)
+    return peft_model
+
+
+def check_trainable(model: torch.nn.Module) -> None:
+    """Raise unless the only trainable parameters are LoRA weights inside the image tower."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    prefixes = vision_prefixes(base)
+    trainable = [n for n, p in base.named_parameters() if p.requires_grad]
+    wrong = [n for n in trainable if "lora_" not in n or not in_vision_tower(n, prefixes)]
+    if wrong or not trainable:
+        raise RuntimeError(f"only image-tower LoRA weights may train; found {wrong[:5] or 'none trainable'}")
+
+
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The trainable parameters by name (the LoRA weights)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def parameter_counts(model: torch.nn.Module) -> dict:
+    """Trainable and total parameter counts and the trainable share in percent."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total, "trainable_percent": round(100.0 * trainable / total, 4)}
+
+
+def set_lora_train_mode(model: torch.nn.Module) -> None:
+    """Base model in eval mode (its dropout off, both towers exactly as at inference), LoRA dropout on."""
+    model.eval()
+    for name, module in model.named_modules():
+        if name.endswith("lora_dropout") or ".lora_dropout." in name:
+            module.train()
