@@ -1,0 +1,229 @@
+"""The on-disk index format shared by the indexer (writer) and the service (reader).
+
+Layout: ROOT/versions/<version>/{manifest.json, index.faiss, items.sqlite, embeddings.npy,
+report.json} and ROOT/CURRENT, a one-line file naming the published version, replaced by an
+atomic rename. Row r of the FAISS index, of embeddings.npy and of the items table is one item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import faiss
+import numpy as np
+
+from cir.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "items.sqlite"
+EMBEDDINGS_FILE = "embeddings.npy"
+REPORT_FILE = "report.json"
+ITEM_COLUMNS = ("row", "id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata")
+
+
+class IndexStoreError(RuntimeError):
+    """An index root or version is missing, incomplete or inconsistent."""
+
+
+class IndexRoot:
+    """An index root: its versions and the CURRENT pointer."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def current_version(self) -> str | None:
+        """The published version named in ROOT/CURRENT, or None."""
+        try:
+            name = (self.root / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def version_dir(self, version: str) -> Path:
+        """The folder of a version (it may not exist)."""
+        return self.root / VERSIONS / version
+
+    def versions(self) -> list[str]:
+        """Complete versions (those with a manifest), oldest first."""
+        base = self.root / VERSIONS
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def publish(self, version: str) -> None:
+        """Point CURRENT at a complete version with an atomic rename."""
+        if version not in self.versions():
+            raise IndexStoreError(f"version {version!r} is not a complete version in {self.root}")
+        atomic_write_text(self.root / CURRENT, version + "\n")
+
+    def manifest(self, version: str) -> dict:
+        """A version's manifest.json."""
+        return read_json(self.version_dir(version) / MANIFEST)
+
+
+def read_json(path: Path) -> dict:
+    """Load a JSON file, turning a missing or broken file into IndexStoreError."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexStoreError(f"cannot read {path}: {exc}") from exc
+
+
+def write_items(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write the items table (rows in FAISS row order, row numbers 0..N-1); returns the count."""
+    con = sqlite3.connect(str(path))
+    try:
+        con.execute("CREATE TABLE items (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, path TEXT, "
+                    "width INTEGER, height INTEGER, sha256 TEXT, size INTEGER, mtime_ns INTEGER, "
+                    "metadata TEXT)")
+        count = 0
+        for count, item in enumerate(rows, start=1):
+            con.execute("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
+                        (count - 1, item["id"], item["path"], item["width"], item["height"],
+                         item["sha256"], item.get("size"), item.get("mtime_ns"),
+                         json.dumps(item.get("metadata") or {}, sort_keys=True)))
+        con.execute("CREATE INDEX items_path ON items(path)")
+        con.commit()
+        return count
+    finally:
+        con.close()
+
+
+def _row_to_item(row: tuple) -> dict:
+    item = dict(zip(ITEM_COLUMNS, row))
+    item["metadata"] = json.loads(item["metadata"] or "{}")
+    return item
+
+
+def iter_items(path: str | Path) -> Iterator[dict]:
+    """All items of an items.sqlite in row order (with their `row`)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield from (_row_to_item(r) for r in con.execute(f"SELECT {','.join(ITEM_COLUMNS)} FROM items ORDER BY row"))
+    finally:
+        con.close()
+
+
+def apply_search_params(index, params: dict | None) -> None:
+    """Set a version's recorded search parameters (efSearch, nprobe) on a loaded index."""
+    space = faiss.ParameterSpace()
+    for name, value in (params or {}).items():
+        space.set_index_parameter(index, name, value)
+
+
+def rerank_search(index, vectors: np.ndarray, queries: np.ndarray, k: int, rerank: int = 0):
+    """Top-k search; with rerank > 1 the index proposes k*rerank candidates re-scored exactly on `vectors`."""
+    if rerank <= 1:
+        return index.search(queries, k)
+    _, candidates = index.search(queries, k * rerank)
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    rows = np.full((len(queries), k), -1, dtype=np.int64)
+    for i, cand in enumerate(candidates):
+        cand = np.unique(cand[cand >= 0])  # sorted: memory-mapped rows are read in file order
+        exact = np.asarray(vectors[cand], dtype=np.float32) @ queries[i]
+        top = np.argsort(-exact, kind="stable")[:k]
+        scores[i, : len(top)], rows[i, : len(top)] = exact[top], cand[top]
+    return scores, rows
+
+
+def read_index(path: str | Path, factory: str, mmap: bool = True):
+    """Read a FAISS index; IVF indexes are memory-mapped (read-only) when mmap is set."""
+    flags = 0
+    if mmap and "IVF" in factory:
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return faiss.read_index(str(path), flags)
+
+
+class LoadedIndex:
+    """A loaded, searchable version: FAISS index, item table and stored embeddings."""
+
+    def __init__(self, root: Path, version: str, manifest: dict, index, ids: list[str]):
+        self.root = root
+        self.version = version
+        self.manifest = manifest
+        self.index = index
+        self.ids = ids
+        self.count = len(ids)
+        self._dir = IndexRoot(root).version_dir(version)
+        self._con = sqlite3.connect(f"file:{self._dir / ITEMS_FILE}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._embeddings = np.load(self._dir / EMBEDDINGS_FILE, mmap_mode="r")
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k inner-product search; returns scores (B, k) and item ids (-1 rows dropped)."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.manifest["dim"]:
+            raise ValueError(f"query dim {q.shape[1]} != index dim {self.manifest['dim']}")
+        scores, rows = rerank_search(self.index, self._embeddings, q, int(min(k, max(self.count, 1))),
+                                     int(self.manifest.get("rerank") or 0))
+        ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
+        return scores, ids
+
+    def _query(self, sql: str, args: tuple) -> tuple | None:
+        with self._lock:
+            return self._con.execute(sql, args).fetchone()
+
+    def item(self, item_id: str) -> dict | None:
+        """An item's record (id, path, width, height, sha256, metadata, ...), or None."""
+        row = self._query(f"SELECT {','.join(ITEM_COLUMNS)} FROM items WHERE id = ?", (item_id,))
+        return _row_to_item(row) if row else None
+
+    def embedding(self, item_id: str) -> np.ndarray | None:
+        """The stored unit image embedding of an item, or None."""
+        row = self._query("SELECT row FROM items WHERE id = ?", (item_id,))
+        return None if row is None else np.array(self._embeddings[row[0]], dtype=np.float32)
+
+    def close(self) -> None:
+        """Release the sqlite connection (the index and mmaps go with the object)."""
+        with self._lock:
+            self._con.close()
+
+
+def to_gpu(index, factory: str):
+    """Move a Flat/IVF index to GPU 0 with faiss-gpu (HNSW stays on the CPU); returns (index, resources)."""
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        raise IndexStoreError("GPU search needs faiss-gpu and a CUDA device")
+    if factory.startswith("HNSW"):
+        log.warning("%s has no GPU implementation; searching on the CPU", factory)
+        return index, None
+    resources = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(resources, 0, index), resources
+
+
+def load_version(root: str | Path, version: str | None = None, mmap: bool = True, gpu: bool = False) -> LoadedIndex:
+    """Load a version (default: the published CURRENT) for searching, optionally on the GPU."""
+    store = IndexRoot(root)
+    version = version or store.current_version()
+    if version is None:
+        raise IndexStoreError(f"{root} has no published version (no {CURRENT} file)")
+    vdir = store.version_dir(version)
+    if not (vdir / MANIFEST).is_file():
+        raise IndexStoreError(f"version {version!r} is missing or incomplete in {root}")
+    manifest = read_json(vdir / MANIFEST)
+    index = read_index(vdir / INDEX_FILE, manifest.get("factory", ""), mmap=mmap)
+    resources = None
+    if gpu:
+        index, resources = to_gpu(index, manifest.get("factory", ""))
+    apply_search_params(index, manifest.get("search_params"))
+    con = sqlite3.connect(f"file:{vdir / ITEMS_FILE}?mode=ro", uri=True)
+    try:
+        ids = [r[0] for r in con.execute("SELECT id FROM items ORDER BY row")]
+    finally:
+        con.close()
+    if index.ntotal != len(ids) or manifest.get("count") != len(ids):
+        raise IndexStoreError(f"version {version!r} is inconsistent: index has {index.ntotal} rows, "
+                              f"items {len(ids)}, manifest {manifest.get('count')}")
+    loaded = LoadedIndex(Path(root), version, manifest, index, ids)
+    loaded.gpu_resources = resources  # must outlive the GPU index
+    return loaded

@@ -1,0 +1,64 @@
+"""The build job's configuration: a frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+EXECUTORS = ("local", "ray")
+DEVICES = ("auto", "cpu", "cuda")
+_FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `cir index build` needs; validated on construction."""
+
+    gallery: Path
+    model: str
+    out: Path
+    adapter: Path | None = None
+    factory: str = "auto"
+    batch_size: int = 64
+    workers: int = 2
+    device: str = "auto"
+    dtype: str = "auto"
+    executor: str = "local"
+    keep: int = 3
+    alpha: float = 0.8
+    force_new: bool = False
+    shard_size: int = 4096
+    recall_target: float = 0.95
+    flat_max: int = 20_000
+    max_memory_gb: float | None = None
+    gpu_index: str = "auto"
+    max_pixels: int = 89_478_485
+    progress: bool = True
+
+    def __post_init__(self):
+        if not _FACTORY.match(self.factory):
+            raise ValueError(f"unsupported --factory {self.factory!r}; use auto, Flat, HNSW<M>, "
+                             "IVF<nlist>,Flat or IVF<nlist>,PQ<m>")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError("--batch-size and --shard-size must be >= 1")
+        if self.workers < 0:
+            raise ValueError("--workers must be >= 0")
+        if self.device not in DEVICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICES)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}")
+        if self.keep < 1:
+            raise ValueError("--keep must be >= 1 (the published version is always kept)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("--alpha must be in [0, 1] (the text weight of Slerp)")
+        if not 0.0 < self.recall_target <= 1.0:
+            raise ValueError("--recall-target must be in (0, 1]")
+        if self.flat_max < 0:
+            raise ValueError("--flat-max must be >= 0")
+        if self.max_memory_gb is not None and self.max_memory_gb <= 0:
+            raise ValueError("--max-memory-gb must be > 0")
+        if self.gpu_index not in ("auto", "yes", "no"):
+            raise ValueError("--gpu-index must be auto, yes or no")
+        if self.max_pixels < 1:
+            raise ValueError("--max-pixels must be >= 1")

@@ -1,0 +1,115 @@
+"""Writing, verifying, publishing and pruning versions under an index root."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from cir import index_store as store
+from cir.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+_COUNTER = re.compile(r"^(?:\.tmp-)?v(\d+)-")
+
+
+class OutputError(RuntimeError):
+    """The output root cannot be used (unwritable, locked, inconsistent)."""
+
+
+def check_writable(root: Path) -> None:
+    """Create the root if needed and prove we can write into it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=root)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(f"output root {root} is not writable: {exc}") from exc
+
+
+@contextmanager
+def root_lock(root: Path):
+    """Hold an exclusive lock on ROOT/.lock for the whole build (one writer per root)."""
+    fh = open(root / ".lock", "a")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise OutputError(f"another build holds {root / '.lock'}; wait for it to finish") from exc
+        yield
+    finally:
+        fh.close()
+
+
+def new_version_name(root: Path, fingerprint: str) -> str:
+    """A sortable, unique name: v<counter>-<UTC time>-<short fingerprint>."""
+    base = root / store.VERSIONS
+    counters = [int(m.group(1)) for p in (base.iterdir() if base.is_dir() else []) if (m := _COUNTER.match(p.name))]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"v{max(counters, default=0) + 1:06d}-{stamp}-{fingerprint[:8]}"
+
+
+def remove_stale_tmp(root: Path) -> None:
+    """Delete half-written version folders left by a crashed build (we hold the lock)."""
+    base = root / store.VERSIONS
+    for path in base.glob(TMP_PREFIX + "*") if base.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dict], index,
+                  manifest: dict, report: dict) -> Path:
+    """Write every file into a temp folder, manifest last, verify it, then rename it into place."""
+    tmp_name = TMP_PREFIX + version
+    tmp = root / store.VERSIONS / tmp_name
+    tmp.mkdir(parents=True)
+    np.save(tmp / store.EMBEDDINGS_FILE, vectors)
+    store.write_items(tmp / store.ITEMS_FILE, items)
+    faiss.write_index(index, str(tmp / store.INDEX_FILE))
+    atomic_write_json(tmp / store.REPORT_FILE, report)
+    atomic_write_json(tmp / store.MANIFEST, manifest)
+    verify(root, tmp_name, vectors, items)
+    final = root / store.VERSIONS / version
+    os.rename(tmp, final)
+    return final
+
+
+def verify(root: Path, version: str, vectors: np.ndarray, items: list[dict]) -> None:
+    """Reload a written version and check counts, ids and that stored rows find themselves."""
+    loaded = store.load_version(root, version, mmap=True)
+    try:
+        if loaded.ids != [it["id"] for it in items]:
+            raise OutputError(f"version {version}: item ids do not match what was built")
+        sample = np.linspace(0, len(items) - 1, num=min(8, len(items)), dtype=int)
+        emb = np.stack([loaded.embedding(items[i]["id"]) for i in sample])
+        if not np.array_equal(emb, vectors[sample]):
+            raise OutputError(f"version {version}: stored embeddings differ from the built ones")
+        scores, ids = loaded.search(emb, 1)
+        if any(len(row) != 1 for row in ids) or not np.isfinite(scores).all():
+            raise OutputError(f"version {version}: the index does not answer searches")
+        if loaded.manifest["factory"] == "Flat" and scores.min() < 0.999:
+            raise OutputError(f"version {version}: exact search does not find stored rows")
+    finally:
+        loaded.close()
+
+
+def prune(root: Path, keep: int) -> list[str]:
+    """Delete all but the newest `keep` complete versions, never the published one."""
+    idx = store.IndexRoot(root)
+    current = idx.current_version()
+    versions = idx.versions()
+    doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != current]
+    for v in doomed:
+        shutil.rmtree(idx.version_dir(v), ignore_errors=True)
+    return doomed
