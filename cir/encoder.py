@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -176,7 +177,10 @@ def _load_base(path: str):
 def apply_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Module:
     """Apply a PEFT LoRA adapter directory to the model and merge it into the weights."""
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():
+            # peft calls a transformers API deprecated in v5; not actionable for users.
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"adapter {adapter} does not fit this model: {exc}") from exc
     return peft_model.merge_and_unload()

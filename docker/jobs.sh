@@ -31,7 +31,7 @@ case "${1:-serve}" in
     ;;
   index)
     shift
-    if [ -z "$GALLERY" ]; then demo_world; GALLERY="$WORLD/cirr/dev"; fi
+    if [ -z "$GALLERY" ]; then demo_world; GALLERY="$WORLD/circo/COCO2017_unlabeled/unlabeled2017"; fi
     # shellcheck disable=SC2046
     exec cir index build --gallery "$GALLERY" --model "$MODEL" $(adapter_args) --out "$INDEX_ROOT" \
       --device "${CIR_DEVICE:-auto}" --alpha "${CIR_DEFAULT_ALPHA:-$DEFAULT_ALPHA}" ${CIR_INDEX_ARGS:-} "$@"
