@@ -64,22 +64,17 @@ done
 curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || {
   "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.cpu.yml logs --tail 50; exit 1; }
 
-python3 - "$PORT" <<'PY'
-import io, json, sys, urllib.request, uuid
+# The query image is drawn by the image's own Python (Pillow), then sent from this host.
+query=$(mktemp --suffix=.png)
+docker run --rm --entrypoint python3 cir:cpu -c '
+import io, sys
 from PIL import Image, ImageDraw
-port = sys.argv[1]
 im = Image.new("RGB", (32, 32), (128, 128, 128))
-ImageDraw.Draw(im).ellipse((4, 4, 28, 28), fill=(220, 30, 30))
-buf = io.BytesIO(); im.save(buf, "PNG")
-b = uuid.uuid4().hex
-body = (f"--{b}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nmake it blue\r\n"
-        f"--{b}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n5\r\n"
-        f"--{b}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{b}--\r\n".encode()
-req = urllib.request.Request(f"http://127.0.0.1:{port}/search", data=body,
-                             headers={"Content-Type": f"multipart/form-data; boundary={b}"})
-out = json.load(urllib.request.urlopen(req, timeout=30))
-assert out["results"], out
-print("[compose-smoke] /search ->", [(r["id"], round(r["score"], 3)) for r in out["results"]])
-PY
+ImageDraw.Draw(im).ellipse((4, 4, 28, 28), fill=(215, 35, 35))
+buf = io.BytesIO(); im.save(buf, "PNG"); sys.stdout.buffer.write(buf.getvalue())' > "$query"
+answer=$(curl -fsS -F image=@"$query" -F text="make it blue" -F k=5 "http://127.0.0.1:$PORT/search")
+rm -f "$query"
+python3 -c 'import json, sys
+out = json.loads(sys.argv[1]); assert out["results"], out
+print("[compose-smoke] /search ->", out["index_version"], [(r["id"], round(r["score"], 3)) for r in out["results"]])' "$answer"
 log "OK"
