@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
     """Atomically write an object as JSON."""
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def replace_dir(new: str | Path, out: str | Path) -> None:
+    """Move the finished folder `new` to `out`, replacing an old `out` with two renames."""
+    new, out = Path(new), Path(out)
+    if not out.exists():
+        new.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{new.name}")
+    out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

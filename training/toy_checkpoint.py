@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cir.io import replace_dir
 from training.toy_arch import build_image_processor
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,4 @@ def save_package(model, tokenizer, image_size: int, out: Path) -> None:
     tmp.chmod(0o755)  # mkdtemp makes it private; the package data must be world-readable
     for f in tmp.iterdir():
         f.chmod(0o644)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    replace_dir(tmp, out)

@@ -13,11 +13,10 @@ benchmarks' loaders read a generated world unchanged:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
+from cir.io import atomic_write_json, atomic_write_text
 from cir.toyworld.spec import Attrs
 
 CIRR_CAPTIONS = Path("cirr/captions/cap.rc2.val.json")
@@ -52,25 +51,13 @@ class Query(NamedTuple):
 
 
 def write_json(path: Path, data: Any, indent: int | None = 1) -> None:
-    """Write JSON atomically (temp file in the same folder, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=indent)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)
+    """Write JSON atomically."""
+    atomic_write_json(path, data, indent=indent)
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def cirr_entry(q: Query) -> dict:

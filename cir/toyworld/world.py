@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cir.io import replace_dir
 from cir.toyworld import layouts
 from cir.toyworld.captions import caption, noun_phrase
 from cir.toyworld.layouts import GalleryItem, Query
@@ -132,12 +133,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     if out.exists():
         if any(out.iterdir()) and not (out / "world.json").is_file():
             raise FileExistsError(f"{out} exists, is not empty and is not a shapes world; choose another --out")
-        old = out.with_name(f".{out.name}.old-{tmp.name}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    replace_dir(tmp, out)
 
 
 def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_queries: int = 1000,
