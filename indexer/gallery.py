@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cir.images import iter_image_files
+from cir.io import iter_jsonl
 
 MANIFEST_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 
@@ -48,17 +48,10 @@ def _manifest_rows(path: Path):
             for lineno, row in enumerate(csv.DictReader(fh), start=2):
                 yield lineno, {k: v for k, v in row.items() if k is not None and v not in (None, "")}
         return
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GalleryError(f"{path}:{lineno}: not valid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise GalleryError(f"{path}:{lineno}: each line must be a JSON object")
-            yield lineno, row
+    try:
+        yield from iter_jsonl(path)
+    except ValueError as exc:
+        raise GalleryError(str(exc)) from exc
 
 
 def _read_manifest(path: Path) -> list[GalleryEntry]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -10,6 +9,7 @@ from cir.benchmarks.circo import load_circo
 from cir.benchmarks.cirr import load_cirr
 from cir.benchmarks.data import BENCHMARKS, BenchmarkData, BenchmarkError
 from cir.benchmarks.fashioniq import load_fashioniq
+from cir.io import iter_jsonl
 
 WORLD_QUERIES = "queries.jsonl"
 
@@ -36,13 +36,13 @@ def world_heldout(data: BenchmarkData) -> dict[str, bool] | None:
         return None
     id_key = "pairid" if data.benchmark == "cirr" else "circo_id"
     flags: dict[str, bool] = {}
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                flags[str(row.get(id_key, row["pairid"]))] = bool(row["heldout"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise BenchmarkError(f"{path}:{n}: not a shapes-world query record ({exc})") from exc
+    try:
+        rows = list(iter_jsonl(path))
+    except ValueError as exc:
+        raise BenchmarkError(f"{exc} (not a shapes-world query file)") from exc
+    for n, row in rows:
+        try:
+            flags[str(row.get(id_key, row["pairid"]))] = bool(row["heldout"])
+        except (KeyError, TypeError) as exc:
+            raise BenchmarkError(f"{path}:{n}: not a shapes-world query record ({exc})") from exc
     return flags
