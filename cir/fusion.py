@@ -18,6 +18,8 @@ AlphaLike = Union[float, np.ndarray, torch.Tensor]
 # Below this angle (|cos| above it) the slerp weights divide by ~0; the authors' cutoff.
 PARALLEL_DOT = 0.9995
 FUSIONS = ("slerp", "linear", "image", "text")
+# The text weight used when none is given: the paper's value for CIRCO and FashionIQ.
+DEFAULT_ALPHA = 0.8
 
 
 def l2_normalize(x: ArrayLike, dim: int = -1, eps: float = 1e-12) -> ArrayLike:

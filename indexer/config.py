@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cir.fusion import DEFAULT_ALPHA
+
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 _FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
@@ -26,7 +28,7 @@ class BuildConfig:
     dtype: str = "auto"
     executor: str = "local"
     keep: int = 3
-    alpha: float = 0.8
+    alpha: float = DEFAULT_ALPHA
     force_new: bool = False
     shard_size: int = 4096
     recall_target: float = 0.95

@@ -16,8 +16,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from cir.fusion import FUSIONS
 from cir.images import ImageDecodeError
-from service import engine as eng
-from service import query as q
+from cir.search import engine as eng
+from cir.search import query as q
 from service import schemas
 from service.swap import IndexManager
 

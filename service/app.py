@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
 from cir.images import DEFAULT_MAX_PIXELS
+from cir.search import engine as eng
+from cir.search import query as q
+from cir.search.batching import OverloadedError
 from service import api
-from service import engine as eng
-from service import query as q
-from service.batching import OverloadedError
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.settings import Settings

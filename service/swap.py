@@ -17,7 +17,7 @@ from typing import Callable
 
 from cir.encoder import load_encoder
 from cir.index_store import IndexRoot, load_version
-from service.engine import IndexState, SearchEngine
+from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

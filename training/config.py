@@ -8,6 +8,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from cir.fusion import DEFAULT_ALPHA
+
 # Attention projections of CLIP and SigLIP vision layers: the paper does not name its targets.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 PAPER_TEMPERATURE = 0.07
@@ -49,7 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     eval_cir: str | None = None
-    eval_alpha: tuple[float, ...] = (0.8,)
+    eval_alpha: tuple[float, ...] = (DEFAULT_ALPHA,)
     eval_split: str = "val"
     eval_batch_size: int = 256
     device: str = "auto"

@@ -23,7 +23,7 @@ from cir.benchmarks.gallery_cache import GalleryCache
 from cir.benchmarks.loaders import load_benchmark
 from cir.benchmarks.ranking import rank_gallery
 from cir.benchmarks.scoring import group_report, score_parts
-from cir.fusion import FUSIONS, fuse, l2_normalize
+from cir.fusion import DEFAULT_ALPHA, FUSIONS, fuse, l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EvalConfig:
     benchmark: str
     root: Path
     split: str = "val"
-    fusions: tuple[tuple[str, float], ...] = (("slerp", 0.8),)
+    fusions: tuple[tuple[str, float], ...] = (("slerp", DEFAULT_ALPHA),)
     batch_size: int = 64
     workers: int = 2
     cache_dir: Path | None = None
@@ -221,7 +221,7 @@ def run_evaluation(encoder, cfg: EvalConfig) -> EvalRun:
 
 
 def evaluate(encoder, benchmark: str, root: str | Path, split: str = "val",
-             fusions: Iterable[tuple[str, float]] = (("slerp", 0.8),), batch_size: int = 64,
+             fusions: Iterable[tuple[str, float]] = (("slerp", DEFAULT_ALPHA),), batch_size: int = 64,
              cache_dir: str | Path | None = None, skip_missing: bool = False,
              categories: Iterable[str] | None = None, **options) -> dict:
     """Score `encoder` on a benchmark for each (fusion, alpha); metrics x100 under results['<fusion>@<alpha>'].

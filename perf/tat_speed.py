@@ -1,6 +1,6 @@
 """TAT throughput: images/s of the full `cir train` pipeline against the compute-only step rate.
 
-    python benchmarks/tat.py --arch b16 --pairs 4096 --batch-size 256 --steps 30 --workers 12
+    python perf/tat_speed.py --arch b16 --pairs 4096 --batch-size 256 --steps 30 --workers 12
 
 Builds a randomly initialised CLIP of ViT-B size (no downloads; the speed of a step does not
 depend on the weights) and synthetic JPEG + caption WebDataset shards, then prints:

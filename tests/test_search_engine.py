@@ -12,8 +12,8 @@ import pytest
 
 from cir.encoder import load_encoder
 from cir.index_store import load_version
-from service.batching import MicroBatcher, OverloadedError
-from service.engine import IndexState, Query, SearchEngine
+from cir.search.batching import MicroBatcher, OverloadedError
+from cir.search.engine import IndexState, Query, SearchEngine
 from service_fixtures import world_index  # noqa: F401 - fixture
 
 

@@ -1,7 +1,7 @@
 """Index structures on synthetic unit vectors: build time, memory, single-query latency, recall@10.
 
-    nice -n 10 python benchmarks/index.py                          # 100k x 512 (default)
-    nice -n 10 python benchmarks/index.py --sizes 100000,1000000   # the 1M run (long on 2 cores)
+    nice -n 10 python perf/ann.py                          # 100k x 512 (default)
+    nice -n 10 python perf/ann.py --sizes 100000,1000000   # the 1M run (long on 2 cores)
 
 Vectors have the low intrinsic dimension of real embeddings (indexer.synthetic); queries are
 fresh draws from the same distribution, held out of the index. Each structure's search knob is
@@ -18,17 +18,14 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-# benchmarks/indexer.py would shadow the `indexer` package: keep this folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+import faiss
+import numpy as np
 
-from cir.index_store import rerank_search  # noqa: E402
-from indexer.factory import PQ_M, build_index, choose_factory, exact_topk, ivf_nlist, recall_at_k  # noqa: E402
-from indexer.synthetic import synthetic_vectors  # noqa: E402
+from cir.index_store import rerank_search
+from indexer.factory import PQ_M, build_index, choose_factory, exact_topk, ivf_nlist, recall_at_k
+from indexer.synthetic import synthetic_vectors
 
 
 def candidates(n: int, dim: int, names: str) -> list[str]:

@@ -7,8 +7,8 @@ concurrency, the ratio of the HTTP p50 at concurrency 1 to the same pipeline cal
 without HTTP (`SearchEngine.search_sync`; goal <= 1.3), and the throughput gain of the highest
 concurrency over 1.
 
-    python benchmarks/service.py                       # toy model, 500-image shapes world
-    python benchmarks/service.py --index ROOT --device cuda --requests 400 --json out.json
+    python perf/serving.py                       # toy model, 500-image shapes world
+    python perf/serving.py --index ROOT --device cuda --requests 400 --json out.json
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder is sys.path[0] and its name would shadow the `service`
-# package; drop the folder so the imports below find the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import httpx
+import numpy as np
+import torch
 
-from cir.encoder import load_encoder  # noqa: E402
-from cir.index_store import load_version  # noqa: E402
-from cir.toyworld import generate_world  # noqa: E402
-from service.engine import IndexState, Query, SearchEngine  # noqa: E402
-from training.toy_arch import ArchConfig, build_image_processor, build_model, build_tokenizer  # noqa: E402
+from cir.encoder import load_encoder
+from cir.index_store import load_version
+from cir.toyworld import generate_world
+from cir.search.engine import IndexState, Query, SearchEngine
+from training.toy_arch import ArchConfig, build_image_processor, build_model, build_tokenizer
 
 TEXTS = ["make it blue", "turn it into a star", "make it small and striped", "move it to the top left",
          "same shape but green", "a large red circle instead"]

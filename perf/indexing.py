@@ -1,7 +1,7 @@
 """Indexer throughput next to its two stages measured in the same run: bare decode and bare encode.
 
-    nice -n 10 python benchmarks/indexer.py                        # the toy model, small CPU defaults
-    python benchmarks/indexer.py --synthetic-vitb32 --images 20000 --batch-size 256 --workers 14   # GPU host
+    nice -n 10 python perf/indexing.py                        # the toy model, small CPU defaults
+    python perf/indexing.py --synthetic-vitb32 --images 20000 --batch-size 256 --workers 14   # GPU host
 
 Reports images/s of (1) decode+preprocess alone in the DataLoader workers, (2) the encoder's
 forward alone on ready batches (autocast bf16 on GPU), (3) the indexer's embedding stage doing
@@ -20,20 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-# This file is named like the `indexer` package it measures: keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tokenizers import Tokenizer, models, pre_tokenizers
+from torch.utils.data import DataLoader
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
 
-from cir.encoder import load_encoder  # noqa: E402
-from cir.pipeline import ImageFileDataset, collate_images, make_batches  # noqa: E402
-from indexer.build import build  # noqa: E402
-from indexer.config import BuildConfig  # noqa: E402
+from cir.encoder import load_encoder
+from cir.pipeline import ImageFileDataset, collate_images, make_batches
+from indexer.build import build
+from indexer.config import BuildConfig
 
 
 def random_clip(out: Path, vitb32: bool) -> Path:

@@ -19,17 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cir.fusion import fuse
+from cir.fusion import DEFAULT_ALPHA, fuse
 from cir.images import ImageDecodeError, ImageTooLargeError, decode_image
-from service.batching import MicroBatcher
-from service.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
+from cir.search.batching import MicroBatcher
+from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
                            IndexState, NotReadyError, Query, SearchResult, UnknownReferenceError,
                            UnsupportedImageError, sniff_image_type)
 
 log = logging.getLogger(__name__)
-
-FALLBACK_ALPHA = 0.8  # the paper's default for CIRCO and FashionIQ
-
 
 def _plan(q: Query, fusion: str) -> tuple[str, bool, bool]:
     """Validate the query's parts and pick the effective fusion."""
@@ -76,11 +73,11 @@ class SearchEngine:
         return old
 
     def alpha_for(self, state: IndexState | None) -> float:
-        """The text weight used when a query gives none: config, then manifest, then 0.8."""
+        """The text weight used when a query gives none: config, then manifest, then DEFAULT_ALPHA."""
         if self.default_alpha is not None:
             return self.default_alpha
         manifest_alpha = (state.manifest.get("default_alpha") if state else None)
-        return float(manifest_alpha) if manifest_alpha is not None else FALLBACK_ALPHA
+        return float(manifest_alpha) if manifest_alpha is not None else DEFAULT_ALPHA
 
     async def start(self) -> None:
         """Start the batchers on the running event loop."""
