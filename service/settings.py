@@ -13,7 +13,9 @@ from cir.fusion import FUSIONS
 class Settings(BaseSettings):
     """Settings of `cir serve`; CLI flags override the `CIR_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="CIR_", extra="ignore", protected_namespaces=())
+    # An empty variable means "not set" (compose passes unset host variables as empty strings).
+    model_config = SettingsConfigDict(env_prefix="CIR_", extra="ignore", protected_namespaces=(),
+                                      env_ignore_empty=True)
 
     index: Path | None = Field(None, description="index root (holds CURRENT and versions/)")
     model: str | None = Field(None, description="model override; default: the model in the index manifest")
