@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from cir.fusion import FUSIONS
-from cir.images import ImageDecodeError
+from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.search import engine as eng
 from cir.search import query as q
 from service import schemas
@@ -81,7 +81,7 @@ async def search(
     # Optional fields are annotated without `| None` so the OpenAPI schema says "optional
     # string/number" rather than "string or null", which multipart clients cannot send.
     request: Request,
-    image: UploadFile = File(None, description="reference image: JPEG, PNG or WebP"),
+    image: UploadFile = File(None, description=f"reference image: {FORMATS_TEXT}"),
     reference_id: str = Form(None, max_length=1024, description="search from this gallery item instead"),
     text: str = Form(None, description="the modification text"),
     k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
@@ -133,8 +133,9 @@ async def gallery_image(request: Request, item_id: str,
 
 
 @router.get("/healthz", response_model=schemas.Status, tags=["ops"], summary="Liveness: the process answers")
-async def healthz() -> schemas.Status:
-    return schemas.Status(status="ok")
+async def healthz(request: Request) -> schemas.Status:
+    manager = manager_of(request)
+    return schemas.Status(status="ok", index_version=manager.engine.state.version if manager.ready else None)
 
 
 @router.get("/readyz", response_model=schemas.Status, tags=["ops"], responses={503: {"model": schemas.Status}},
@@ -183,3 +184,8 @@ async def admin_reload(request: Request):
 @router.get("/", include_in_schema=False)
 async def page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")

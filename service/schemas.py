@@ -35,7 +35,8 @@ class Timings(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[Hit]
-    alpha: float = Field(description="the text weight used")
+    alpha: float = Field(description="the text weight used: 0 when only the image counted (fusion image), "
+                                     "1 when only the text did (fusion text)")
     fusion: str = Field(description="the fusion used: the requested one, or image/text for a one-sided query")
     index_version: str
     text_truncated: bool = Field(description="true when the text was longer than the text tower accepts")

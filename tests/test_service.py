@@ -52,7 +52,8 @@ def _exact(world_index, query: np.ndarray, k: int):
 # --- health, info, metrics, page, docs -------------------------------------------------
 
 def test_health_ready_info(client, world_index):
-    assert client.get("/healthz").json() == {"status": "ok", "index_version": None, "detail": None}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["index_version"] == world_index["version"]
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["index_version"] == world_index["version"]
     info = client.get("/info").json()
@@ -68,6 +69,10 @@ def test_page_and_docs(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="alpha"' in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
+    assert '<link rel="icon" href="/static/favicon.svg"' in page.text
+    for icon in ("/static/favicon.svg", "/favicon.ico"):
+        r = client.get(icon)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/images/{item_id}", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"} <= set(paths)
@@ -121,6 +126,19 @@ def test_text_only_and_image_only_queries(client, world_index, encoder):
     assert text["fusion"] == "text" and [h["id"] for h in text["results"]] == ids
     image = _search(client, files={"image": ("q.png", _image(world_index, 7))}).json()
     assert image["fusion"] == "image" and image["results"][0]["id"] == world_index["ids"][7]
+    # the reported alpha is the text weight actually used, not the default the query never used
+    assert (text["alpha"], image["alpha"]) == (1.0, 0.0)
+    chosen = _search(client, reference_id=world_index["ids"][7], text="make it red", fusion="image").json()
+    assert chosen["fusion"] == "image" and chosen["alpha"] == 0.0
+
+
+def test_bmp_upload_is_accepted_like_the_indexed_bmp(client, world_index):
+    """The indexer indexes .bmp files, so a BMP upload is a valid query too."""
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_image(world_index, 4))).convert("RGB").save(buf, format="BMP")
+    r = _search(client, files={"image": ("q.bmp", buf.getvalue(), "image/bmp")})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["id"] == world_index["ids"][4]
 
 
 def test_fusion_k_min_score_and_default_alpha(client, world_index):

@@ -20,13 +20,16 @@ import torch
 from PIL import Image
 
 from cir.fusion import DEFAULT_ALPHA, fuse
-from cir.images import ImageDecodeError, ImageTooLargeError, decode_image
+from cir.images import FORMATS_TEXT, ImageDecodeError, ImageTooLargeError, decode_image, sniff_image_type
 from cir.search.batching import MicroBatcher
 from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
                            IndexState, NotReadyError, Query, SearchResult, UnknownReferenceError,
-                           UnsupportedImageError, sniff_image_type)
+                           UnsupportedImageError)
 
 log = logging.getLogger(__name__)
+# The text weight of the one-sided fusions (what `alpha` reports for them).
+ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
+
 
 def _plan(q: Query, fusion: str) -> tuple[str, bool, bool]:
     """Validate the query's parts and pick the effective fusion."""
@@ -100,7 +103,7 @@ class SearchEngine:
     def decode(self, data: bytes) -> torch.Tensor:
         """Upload bytes -> model-ready (3, H, W) pixels, or a QueryError."""
         if sniff_image_type(data) is None:
-            raise UnsupportedImageError("the upload is not a JPEG, PNG or WebP image")
+            raise UnsupportedImageError(f"the upload is not a {FORMATS_TEXT} image")
         try:
             image = decode_image(data, max_pixels=self.max_pixels)
         except ImageTooLargeError as exc:
@@ -155,6 +158,8 @@ class SearchEngine:
             raise NotReadyError("no index is loaded yet")
         fusion, need_image, need_text = _plan(q, q.fusion or self.default_fusion)
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
+        # report the text weight actually used: a one-sided fusion is all image or all text
+        alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         return state, fusion, need_image, need_text, alpha
 
     def _compose(self, fusion: str, v: np.ndarray | None, w: np.ndarray | None, alpha: float) -> np.ndarray:

@@ -41,17 +41,6 @@ class NotReadyError(RuntimeError):
     """No index is loaded yet."""
 
 
-def sniff_image_type(data: bytes) -> str | None:
-    """The upload's format from its magic bytes: 'jpeg', 'png', 'webp', or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
 @dataclass(frozen=True)
 class IndexState:
     """One loaded index version, as every query of its lifetime sees it."""
