@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
@@ -110,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the encoder and index load when its lifespan starts."""
     settings = settings or Settings()
     metrics = Metrics()
-    app = FastAPI(title="CIR: composed image retrieval", version=cir.__version__, description=DESCRIPTION,
-                  lifespan=_lifespan(settings, metrics))
+    # FastAPIOffline: /docs and /redoc load their JS and CSS from the package, not from a CDN.
+    app = FastAPIOffline(title="CIR: composed image retrieval", version=cir.__version__, description=DESCRIPTION,
+                         lifespan=_lifespan(settings, metrics), favicon_url="/favicon.ico",
+                         swagger_ui_parameters={"validatorUrl": None})  # no call to the online validator
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(api.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -76,6 +77,20 @@ def test_page_and_docs(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/images/{item_id}", "/healthz", "/readyz", "/info", "/metrics", "/admin/reload"} <= set(paths)
+
+
+@pytest.mark.parametrize("route", ["/docs", "/redoc"])
+def test_api_docs_load_nothing_from_outside(client, route):
+    """/docs and /redoc work offline: every script, style and icon they reference is served here."""
+    page = client.get(route)
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""(?:url|Url)\s*:\s*["']([^"']+)["']""", page.text)  # the schema and icon in the JS
+    assert any(u.endswith(".js") for u in urls) and "/openapi.json" in urls
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        assert client.get(url).status_code == 200, url
+    assert "fonts.googleapis" not in page.text
 
 
 def test_metrics(client, world_index):

@@ -76,3 +76,26 @@ def test_page_shows_errors(page):
     page.locator("#search").click()
     sync_api.expect(page.locator("#error")).to_be_visible()
     sync_api.expect(page.locator("#error")).to_contain_text("Pick an image")
+
+
+def test_api_docs_render_offline(page, live_server):
+    """Swagger UI at /docs renders with every request outside the server refused."""
+    context = page.context.browser.new_context()
+    docs = context.new_page()
+    outside = []
+
+    def only_local(route):
+        if route.request.url.startswith(live_server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    docs.route("**/*", only_local)
+    try:
+        docs.goto(live_server.url + "/docs")
+        sync_api.expect(docs.locator(".swagger-ui .info .title")).to_contain_text("CIR")
+        sync_api.expect(docs.locator(".opblock-summary-path", has_text="/search").first).to_be_visible()
+    finally:
+        context.close()
+    assert outside == []
