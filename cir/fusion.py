@@ -12,14 +12,13 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
+from cir.defaults import DEFAULT_ALPHA, FUSIONS
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 AlphaLike = Union[float, np.ndarray, torch.Tensor]
 
 # Below this angle (|cos| above it) the slerp weights divide by ~0; the authors' cutoff.
 PARALLEL_DOT = 0.9995
-FUSIONS = ("slerp", "linear", "image", "text")
-# The text weight used when none is given: the paper's value for CIRCO and FashionIQ.
-DEFAULT_ALPHA = 0.8
 
 
 def l2_normalize(x: ArrayLike, dim: int = -1, eps: float = 1e-12) -> ArrayLike:
@@ -122,3 +121,8 @@ def fuse(name: str, v: ArrayLike, w: ArrayLike, alpha: AlphaLike) -> ArrayLike:
         with torch.no_grad():
             return fn(tv, tw, ta).numpy().astype(np.float32, copy=False)
     return fn(v, w, alpha)
+
+
+# DEFAULT_ALPHA and FUSIONS live in cir.defaults (importable without torch) and are re-exported here.
+__all__ = ["DEFAULT_ALPHA", "FUSIONS", "PARALLEL_DOT", "fuse", "get_fusion", "image_only", "l2_normalize", "linear",
+           "slerp", "text_only"]

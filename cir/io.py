@@ -1,4 +1,4 @@
-"""Atomic file writes: readers never see a half-written file."""
+"""Atomic file writes (readers never see a half-written file) with the permissions of ordinary files."""
 
 from __future__ import annotations
 
@@ -16,6 +16,22 @@ def _umask() -> int:
     return mask
 
 
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh folder in `parent` (to fill, then rename into place) with an ordinary folder's mode.
+
+    mkdtemp makes it 0700; a published folder (a checkpoint, a world, a model) must be readable
+    by other users as far as the umask allows.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def restore_mode(path: str | Path) -> None:
+    """Give a file the mode a plain open() would have (0666 less the umask): undo a library's 0600."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write bytes to a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
@@ -23,7 +39,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); published files must be readable by other users.
-        os.chmod(tmp, 0o666 & ~_umask())
+        restore_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

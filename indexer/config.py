@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cir.fusion import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")

@@ -13,14 +13,13 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cir.io import atomic_write_json
+from cir.io import atomic_write_json, make_temp_dir
 from training.config import TrainConfig, identity_hash
 
 log = logging.getLogger(__name__)
@@ -28,6 +27,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.pt"
+TMP_PREFIX = ".tmp-"  # a checkpoint being written (left behind by a kill)
 
 
 class OutputDirError(ValueError):
@@ -115,7 +115,7 @@ def save_checkpoint(out: Path, step: int, state: dict, keep: int) -> Path:
     root = out / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = make_temp_dir(root, TMP_PREFIX)
     try:
         torch.save(state, tmp / STATE_FILE)
         if final.exists():
@@ -128,6 +128,14 @@ def save_checkpoint(out: Path, step: int, state: dict, keep: int) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     log.info("checkpoint at step %d: %s", step, final)
     return final
+
+
+def remove_partial(out: Path) -> list[Path]:
+    """Delete half-written checkpoint and save folders that a kill left behind; returns them."""
+    doomed = [*(out / CHECKPOINTS).glob(TMP_PREFIX + "*"), *out.glob(".tmp-save-*")]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 def load_latest(out: Path) -> dict | None:

@@ -7,10 +7,8 @@ import logging
 import signal
 import sys
 
-from cir.models import ModelLoadError
-from training.config import DEFAULT_TARGETS, PAPER_TEMPERATURE, POSITIVES, TrainConfig
-from training.loop import train
-from training.report import summary_lines
+# Light imports only: the parser is built, and --help answered, before torch loads (see main).
+from training.config import POSITIVES, TrainConfig
 
 DESCRIPTION = """\
 Text-Anchored Tuning (TAT, arXiv 2405.00571): train a LoRA adapter on the IMAGE tower of a
@@ -27,12 +25,16 @@ usable as `load_encoder(model, adapter=OUT)` and by `cir index/serve --adapter`)
 --merge the merged full model; train_log.jsonl; report.json (modality gap on held-out pairs
 before/after and, with --eval-cir, Slerp Recall@K before/after); checkpoints/; run.json.
 
+Before the model loads, a sample of the images is decoded: the run stops when none loads and
+warns when more than 10% fail; `cir train --check --data PATH` decodes every row and reports.
+
 Exit status: 0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM after a checkpoint
 (run again with --resume to continue). Under torchrun the global batch is split across ranks."""
 
 EXAMPLES = """\
 examples:
   cir toyworld --out /tmp/world --seed 1 && cir toyworld --out /tmp/eval --seed 2
+  cir train --check --data /tmp/world/captions.jsonl     # do the images resolve and decode?
   cir train --model toy --data /tmp/world/captions.jsonl --out /tmp/tat --lr 1e-3 \\
       --eval-cir /tmp/eval/cirr --eval-alpha 0.5,0.7    # small sets: lr 1e-3 (docs/tat.md)
   torchrun --nproc-per-node 8 -m training --model openai/clip-vit-large-patch14 \\
@@ -62,78 +64,95 @@ def _alphas(value: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
 
 
+D = TrainConfig  # field defaults of the one config: the CLI never restates them
+
+
+def _csv(values) -> str:
+    return ",".join(map(str, values))
+
+
 def _add_io(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("inputs and outputs")
-    io.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                    help="base model: 'toy', a local model folder or a hub id (CLIP/SigLIP family)")
+    io.add_argument("--model", metavar="NAME_OR_PATH",
+                    help="base model: 'toy', a local model folder or a hub id (CLIP/SigLIP family); required")
     io.add_argument("--data", required=True, metavar="PATH",
                     help="JSONL/CSV/TSV of image,caption or a WebDataset folder")
-    io.add_argument("--out", required=True, metavar="DIR",
-                    help="output folder (must be empty, or this run with --resume)")
-    io.add_argument("--image-key", default="image", help="image path field of JSONL/CSV rows (default image)")
-    io.add_argument("--caption-key", default="caption", help="caption field of JSONL/CSV rows (default caption)")
+    io.add_argument("--out", metavar="DIR", help="output folder (must be empty, or this run with --resume); required")
+    io.add_argument("--check", action="store_true",
+                    help="only check the data: count rows whose image resolves and decodes, list why the others "
+                         "do not, exit 0 (some load) or 2 (none loads); needs neither --model nor --out")
+    io.add_argument("--image-key", default=D.image_key, help="image path field of JSONL/CSV rows (default %(default)s)")
+    io.add_argument("--caption-key", default=D.caption_key,
+                    help="caption field of JSONL/CSV rows (default %(default)s)")
     io.add_argument("--merge", action="store_true", help="save the merged full model instead of the adapter")
-    io.add_argument("--holdout", type=int, default=None, metavar="N",
+    io.add_argument("--holdout", type=int, default=D.holdout, metavar="N",
                     help="pairs kept out of training to measure the modality gap (default 10%% of the data, "
                          "at most 1000; the same pairs for every seed)")
 
 
 def _add_optimisation(p: argparse.ArgumentParser) -> None:
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, metavar="N",
+    opt.add_argument("--batch-size", type=int, default=D.batch_size, metavar="N",
                      help="global contrastive batch, split across ranks (default %(default)s; the paper: 1024)")
-    opt.add_argument("--grad-accum", type=int, default=1, metavar="K",
-                     help="micro-batches per optimiser step (each is its own contrastive batch; default 1)")
-    opt.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak AdamW learning rate (default %(default)s)")
-    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    opt.add_argument("--warmup-steps", type=int, default=None, metavar="N",
+    opt.add_argument("--grad-accum", type=int, default=D.grad_accum, metavar="K",
+                     help="micro-batches per optimiser step (each is its own contrastive batch; default %(default)s)")
+    opt.add_argument("--lr", type=float, default=D.lr, help="peak AdamW learning rate (default %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=D.weight_decay,
+                     help="AdamW weight decay (default %(default)s)")
+    opt.add_argument("--warmup-steps", type=int, default=D.warmup_steps, metavar="N",
                      help="linear warmup steps before the cosine decay (default 5%% of the steps)")
-    opt.add_argument("--epochs", type=int, default=1, help="passes over the training pairs (default 1, as the paper)")
-    opt.add_argument("--max-steps", type=int, default=None, metavar="N",
+    opt.add_argument("--epochs", type=int, default=D.epochs,
+                     help="passes over the training pairs (default %(default)s, as the paper)")
+    opt.add_argument("--max-steps", type=int, default=D.max_steps, metavar="N",
                      help="train exactly N optimiser steps instead, cycling through the data as needed")
-    opt.add_argument("--temperature", type=_temperature, default=PAPER_TEMPERATURE, metavar="TAU|model",
-                     help=f"fixed softmax temperature (default {PAPER_TEMPERATURE}, logit scale "
-                          f"{1 / PAPER_TEMPERATURE:.1f}, as the paper) or 'model' for the base model's learned scale")
-    opt.add_argument("--positives", choices=POSITIVES, default="auto",
+    opt.add_argument("--temperature", type=_temperature, default=D.temperature, metavar="TAU|model",
+                     help=f"fixed softmax temperature (default {D.temperature}, logit scale "
+                          f"{1 / D.temperature:.1f}, as the paper) or 'model' for the base model's learned scale")
+    opt.add_argument("--positives", choices=POSITIVES, default=D.positives,
                      help="contrastive labels: 'pairs' one-to-one (CLIP, the paper); 'captions' identical caption "
                           "strings are positives; 'mentions' a caption is positive for every image it describes "
                           "(shapes-world rows with mentions/attributes); 'auto' (default) = mentions when the rows "
                           "carry them, else captions")
-    opt.add_argument("--seed", type=int, default=0, help="seed of LoRA init, data order and dropout (default 0)")
+    opt.add_argument("--seed", type=int, default=D.seed,
+                     help="seed of LoRA init, data order and dropout (default %(default)s)")
 
 
 def _add_lora_and_eval(p: argparse.ArgumentParser) -> None:
     lora = p.add_argument_group("LoRA (image tower only)")
-    lora.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
-    lora.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
-    lora.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1)")
-    lora.add_argument("--lora-targets", type=_names, default=DEFAULT_TARGETS, metavar="NAMES",
+    lora.add_argument("--lora-rank", type=int, default=D.lora_rank, help="LoRA rank (default %(default)s)")
+    lora.add_argument("--lora-alpha", type=float, default=D.lora_alpha, help="LoRA alpha (default %(default)s)")
+    lora.add_argument("--lora-dropout", type=float, default=D.lora_dropout, help="LoRA dropout (default %(default)s)")
+    lora.add_argument("--lora-targets", type=_names, default=D.lora_targets, metavar="NAMES",
                       help="comma-separated module names or regexes, matched inside the image tower only "
-                           f"(default {','.join(DEFAULT_TARGETS)}; e.g. add fc1,fc2,visual_projection)")
+                           f"(default {_csv(D.lora_targets)}; e.g. add fc1,fc2,visual_projection)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--eval-cir", metavar="DIR", help="CIRR-layout set (e.g. a shapes world's cirr/): Slerp Recall@K "
                                                        "before and after, split seen/held-out for shapes worlds")
-    ev.add_argument("--eval-alpha", type=_alphas, default=(0.8,), metavar="A[,A...]",
-                    help="Slerp text weight(s) for --eval-cir (default 0.8)")
-    ev.add_argument("--eval-split", default="val", help="split of --eval-cir (default val)")
-    ev.add_argument("--eval-batch-size", type=int, default=256, metavar="N", help="embedding batch for measurements")
+    ev.add_argument("--eval-alpha", type=_alphas, default=D.eval_alpha, metavar="A[,A...]",
+                    help=f"Slerp text weight(s) for --eval-cir (default {_csv(D.eval_alpha)})")
+    ev.add_argument("--eval-split", default=D.eval_split, help="split of --eval-cir (default %(default)s)")
+    ev.add_argument("--eval-batch-size", type=int, default=D.eval_batch_size, metavar="N",
+                    help="embedding batch for measurements (default %(default)s)")
 
 
 def _add_running(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("running")
     run.add_argument("--resume", action="store_true",
                      help="continue the run in --out from its last checkpoint (starts it when --out is empty)")
-    run.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
-                     help="checkpoint every N steps (0: only on SIGINT/SIGTERM; default 500)")
-    run.add_argument("--keep-checkpoints", type=int, default=2, metavar="N", help="checkpoints kept (default 2)")
-    run.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    run.add_argument("--dtype", default="auto",
+    run.add_argument("--checkpoint-every", type=int, default=D.checkpoint_every, metavar="N",
+                     help="checkpoint every N steps (0: only on SIGINT/SIGTERM; default %(default)s)")
+    run.add_argument("--keep-checkpoints", type=int, default=D.keep_checkpoints, metavar="N",
+                     help="checkpoints kept (default %(default)s)")
+    run.add_argument("--device", default=D.device, help="auto (CUDA if present), cpu, cuda or cuda:N")
+    run.add_argument("--dtype", default=D.dtype,
                      help="autocast dtype: auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
-    run.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default 2)")
-    run.add_argument("--threads", type=int, default=None, metavar="N",
+    run.add_argument("--workers", type=int, default=D.workers,
+                     help="DataLoader worker processes decoding images (default %(default)s)")
+    run.add_argument("--threads", type=int, default=D.threads, metavar="N",
                      help="CPU threads for torch (default: torch's choice; CPU results are reproducible for a "
                           "fixed thread count)")
-    run.add_argument("--log-every", type=int, default=10, metavar="N", help="train_log.jsonl line every N steps")
+    run.add_argument("--log-every", type=int, default=D.log_every, metavar="N",
+                     help="train_log.jsonl line every N steps (default %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
@@ -162,22 +181,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=not args.no_progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run `cir train`; returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error already explained on stderr
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _check(args: argparse.Namespace) -> int:
+    # Heavy (torch via the DataLoader): imported only once the arguments are known to be good.
+    from training.check import check_rows  # noqa: PLC0415
+    from training.data import open_pairs  # noqa: PLC0415
+
+    source = open_pairs(args.data, args.image_key, args.caption_key)
+    result = check_rows(source, range(len(source)), args.workers, progress=not args.no_progress)
+    print(f"cir train --check: {source.path}")
+    for line in result.lines():
+        print("  " + line)
+    if result.decoded == 0:
+        print("cir train: error: no image of the data loads (see above)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    # Heavy (torch, transformers, peft): imported only once the arguments are known to be good.
+    from cir.models import ModelLoadError  # noqa: PLC0415
+    from training.loop import train  # noqa: PLC0415
+    from training.report import summary_lines  # noqa: PLC0415
+
     try:
         result = train(config_from_args(args))
-    except (ValueError, ModelLoadError, OSError) as exc:
-        print(f"cir train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped without a new checkpoint
-        print("cir train: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
-        return 130
+    except ModelLoadError as exc:
+        return _error(exc)
     if result.status == "interrupted":
         print(f"cir train: stopped at step {result.step} with a checkpoint in {result.out}; "
               "run the same command with --resume to continue", file=sys.stderr)
@@ -185,4 +214,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cir train: done, {result.step} steps; {'model' if args.merge else 'adapter'} in {result.out}")
     for line in summary_lines(result.report or {}):
         print("  " + line)
+    for warning in (result.report or {}).get("warnings", []):
+        print(f"cir train: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _error(exc: Exception) -> int:
+    print(f"cir train: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `cir train`; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        missing = [] if args.check else [f"--{n}" for n in ("model", "out") if not getattr(args, n)]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+    except SystemExit as exc:  # --help, or a usage error already explained on stderr
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _check(args) if args.check else _train(args)
+    except (ValueError, OSError) as exc:
+        return _error(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped without a new checkpoint
+        print("cir train: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        return 130

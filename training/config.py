@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from cir.fusion import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA
 
 # Attention projections of CLIP and SigLIP vision layers: the paper does not name its targets.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")

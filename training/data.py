@@ -33,7 +33,14 @@ class DataFormatError(ValueError):
 
 
 class BadImage(Exception):
-    """An image of one pair could not be read: it is skipped and counted, not fatal."""
+    """An image of one pair could not be read: it is skipped and counted, not fatal.
+
+    `kind` is "missing" (no such file) or "undecodable" (the bytes are not an image we can read).
+    """
+
+    def __init__(self, reason: str, kind: str = "undecodable"):
+        super().__init__(reason)
+        self.kind = kind
 
 
 class Record(NamedTuple):
@@ -90,6 +97,10 @@ class PairSource:
         """The i-th pair's image as RGB PIL, or raise BadImage with the reason."""
         raise NotImplementedError
 
+    def resolve_hint(self) -> str:
+        """How image references are resolved (for messages about missing images)."""
+        return f"images are read from the .tar members of {self.path}"
+
 
 class _RowSource(PairSource):
     """Rows of a text file with `image` (path relative to the file) and `caption` fields."""
@@ -117,6 +128,11 @@ class _RowSource(PairSource):
                 raise DataFormatError(f"{where}: field {key!r} is missing or empty (fields: {', '.join(row)})")
         return row
 
+    def resolve_hint(self) -> str:
+        """How relative image paths are resolved (for messages about missing images)."""
+        return (f"image paths are resolved relative to {self.root}, the folder of {self.path.name} "
+                "(absolute paths are used as they are)")
+
     def _image_path(self, row: dict) -> Path:
         p = Path(row[self.image_key]).expanduser()
         return p if p.is_absolute() else self.root / p
@@ -131,7 +147,7 @@ class _RowSource(PairSource):
     def image(self, i: int) -> Image.Image:
         path = self._image_path(self._row(i))
         if not path.is_file():
-            raise BadImage(f"missing image file {path}")
+            raise BadImage(f"missing image file {path}", "missing")
         try:
             return decode_image(path)
         except ImageDecodeError as exc:

@@ -15,8 +15,9 @@ from cir.io import atomic_write_json
 from training import checkpoint as ckpt
 from training import distributed as D
 from training.batches import Plan, auto_holdout
+from training.check import SKIP_WARN, preflight
 from training.config import TrainConfig
-from training.data import PairSource, open_pairs
+from training.data import DataFormatError, PairSource, open_pairs
 from training.loss import resolve_positives
 from training.report import compare, measure
 from training.runtime import RunState
@@ -50,6 +51,7 @@ class Job:
 def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     """Load the base model, index the data, split it and size the schedule."""
     source = open_pairs(cfg.data, cfg.image_key, cfg.caption_key)  # bad data fails before a slow model load
+    preflight(source)
     encoder = load_encoder(cfg.model, device=device, dtype=cfg.dtype)
     mode = resolve_positives(cfg.positives, source.structured)
     if mode == "mentions" and not source.structured:
@@ -83,6 +85,9 @@ def start(job: Job, out_mode: str) -> dict:
     cfg, out = job.cfg, job.out
     if out_mode == "resume":
         ckpt.check_base(out, job.encoder.base_fingerprint)
+        if job.info.main:
+            for path in ckpt.remove_partial(out):
+                log.info("removed %s, left half-written by an earlier kill", path)
         if (out / REPORT_FILE).is_file():
             return json.loads((out / REPORT_FILE).read_text())
     report = {"status": "running", "model": cfg.model, "base_fingerprint": job.encoder.base_fingerprint,
@@ -101,7 +106,11 @@ def start(job: Job, out_mode: str) -> dict:
 def finish(job: Job, state: RunState, report: dict) -> dict:
     """Save the adapter (or merged model), reload it as users will, measure 'after', write report.json."""
     cfg, out = job.cfg, job.out
-    skipped = D.sum_counts({"skipped": state.skipped}, job.info)["skipped"]
+    counts = D.sum_counts({"skipped": state.skipped, "seen": state.seen}, job.info)
+    skipped, seen = counts["skipped"], counts["seen"]
+    if seen and skipped == seen:
+        raise DataFormatError(f"none of the {seen} training images loaded ({'; '.join(state.failures[:3])}); "
+                              f"{job.source.resolve_hint()}; nothing was saved")
     if job.info.main:
         saved = save_outputs(job, state)
         after = load_encoder(str(out) if cfg.merge else cfg.model, adapter=None if cfg.merge else out,
@@ -111,6 +120,9 @@ def finish(job: Job, state: RunState, report: dict) -> dict:
             saved["max_abs_diff"] = float(np.abs(after.encode_pixels(pixels) - embeddings).max())
         report["after"] = _measure(job, after)
         report["change"] = compare(report["before"], report["after"])
+        if skipped > SKIP_WARN * seen:
+            report["warnings"] = [f"{skipped} of {seen} training images ({100 * skipped / seen:.0f}%) did not load "
+                                  "and were skipped (training.skipped_examples lists some)"]
         report.update(status="complete", output="merged" if cfg.merge else "adapter", reload_check=saved,
                       training={"steps": state.step, "images": state.images, "skipped_images": skipped,
                                 "skipped_examples": state.failures, "seconds": round(state.seconds, 2),

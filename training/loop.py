@@ -104,7 +104,7 @@ def _step(job: Job, state: RunState, loader, params: list) -> tuple[float, int]:
     step_loss, images = 0.0, 0
     for _ in micro:
         batch = next(loader)
-        state.count_failures(batch["failed"])
+        state.count_batch(batch)
         images += len(batch["captions"])
         loss = micro_loss(job.encoder, batch, job.mode, job.scale, info, job.plan.local_size)
         if loss is None:

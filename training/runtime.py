@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cir.io import atomic_write_text
+from training.check import SKIP_WARN
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,22 @@ class RunState:
     skipped: int = 0
     seconds: float = 0.0
     failures: list = field(default_factory=list)
+    seen: int = 0  # image slots this rank tried: loaded + skipped
+    warned: bool = False
 
-    def count_failures(self, failed: list[str]) -> None:
-        """Count skipped images; keep (and log) the first few reasons."""
+    def count_batch(self, batch: dict) -> None:
+        """Count a batch's skipped images, keep (and log) the first few reasons, warn once when many fail."""
+        failed = batch["failed"]
         for reason in failed:
             if len(self.failures) < MAX_LOGGED_FAILURES:
                 self.failures.append(reason)
                 log.warning("skipped image: %s", reason)
         self.skipped += len(failed)
+        self.seen += batch["slots"]
+        if not self.warned and self.seen >= 32 and self.skipped > SKIP_WARN * self.seen:
+            self.warned = True
+            log.warning("%d of the %d images read so far (%.0f%%) did not load and were skipped; "
+                        "`cir train --check` lists why", self.skipped, self.seen, 100 * self.skipped / self.seen)
 
 
 class StopFlag:

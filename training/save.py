@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cir.io import atomic_write_json
+from cir.io import atomic_write_json, make_temp_dir, restore_mode
 from cir.models import ADAPTER_META
 from training.batches import Chunks, PairBatches
 
@@ -22,6 +21,7 @@ def _move_files(src: Path, dst: Path) -> list[str]:
     names = []
     for path in sorted(src.iterdir()):
         if path.is_file() and path.name not in _SKIP:
+            restore_mode(path)  # safetensors writes 0600; the adapter is for other users too
             os.replace(path, dst / path.name)
             names.append(path.name)
     return names
@@ -49,7 +49,7 @@ def save_outputs(job, state) -> dict:
     """Save the adapter or merged model into the output folder; returns probe data to check a reload."""
     job.model.eval()
     pixels, embeddings = _probe(job)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=job.out))
+    tmp = make_temp_dir(job.out, ".tmp-save-")
     try:
         if job.cfg.merge:
             merged = job.model.merge_and_unload()

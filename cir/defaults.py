@@ -1,0 +1,12 @@
+"""Constants that command lines and config dataclasses need, free of heavy imports.
+
+A CLI builds its parser from these (and from its config dataclass's field defaults) before it
+imports torch, so `--help` and usage errors answer at once. `cir.fusion` re-exports them.
+"""
+
+from __future__ import annotations
+
+# The fusions `cir.fusion.fuse` knows: the method and the paper's three baselines.
+FUSIONS = ("slerp", "linear", "image", "text")
+# The text weight used when none is given: the paper's value for CIRCO and FashionIQ.
+DEFAULT_ALPHA = 0.8
