@@ -13,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cir import index_store as store
-from cir.encoder import load_encoder
 from cir.images import file_sha256
 from cir.models import ModelLoadError
 from cir.pipeline import iter_embedded_batches
+from cir.runtimes import load_runtime_encoder
 from indexer.config import BuildConfig
 from indexer.factory import build_index, choose_factory
 from indexer.gallery import GalleryEntry, GalleryError, read_gallery, stat_file
@@ -192,7 +192,8 @@ def _load(cfg: BuildConfig):
     try:
         # With Ray the actors embed; the driver only needs the encoder's identity and dim.
         device = "cpu" if cfg.executor == "ray" else cfg.device
-        return load_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype)
+        return load_runtime_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype, runtime=cfg.runtime,
+                                    onnx_cache=cfg.onnx_cache)
     except (ModelLoadError, ValueError, OSError) as exc:
         raise BuildError(f"cannot load the encoder: {exc}") from exc
 
@@ -249,7 +250,7 @@ def _manifest(cfg: BuildConfig, encoder, built, result: BuildResult, base: Base 
         "format": 1, "version": result.version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": model, "adapter": str(Path(cfg.adapter).resolve()) if cfg.adapter else None,
         "fingerprint": encoder.fingerprint, "base_fingerprint": encoder.base_fingerprint,
-        "dim": encoder.dim, "count": result.count, "metric": "ip", "normalized": True,
+        "runtime": cfg.runtime, "dim": encoder.dim, "count": result.count, "metric": "ip", "normalized": True,
         "factory": built.factory, "search_params": built.search_params, "rerank": built.rerank,
         "recall_at_10": built.recall_at_10,
         "default_alpha": cfg.alpha, "gallery": str(Path(cfg.gallery).resolve()),

@@ -13,6 +13,7 @@ from pathlib import Path
 import faiss
 
 from cir import index_store as store
+from cir.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from indexer.build import BuildError, build, embed_local
 from indexer.config import BuildConfig
 
@@ -40,6 +41,11 @@ def _build_parser(sub) -> None:
                         "0 = inline)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="encoder device (default auto)")
     p.add_argument("--dtype", default="auto", help="autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16")
+    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                   help="encoder runtime: torch (default) or onnx (ONNX Runtime on the CPU; the towers are exported "
+                        "once and cached by fingerprint; the index is the same model's, servable by either runtime)")
+    p.add_argument("--onnx-cache", type=Path, default=None,
+                   help="folder of cached ONNX exports (default ~/.cache/cir/onnx)")
     p.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="local (default) or ray: embed on a Ray cluster (RAY_ADDRESS), one GPU actor per device")
     p.add_argument("--keep", type=int, default=3, help="complete versions to keep (default 3; CURRENT always kept)")
@@ -63,8 +69,8 @@ def _config(args) -> BuildConfig:
     return BuildConfig(
         gallery=args.gallery, model=args.model, out=args.out, adapter=args.adapter, factory=args.factory,
         batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype,
-        executor=args.executor, keep=args.keep, alpha=args.alpha, force_new=args.force_new,
-        shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
+        runtime=args.runtime, onnx_cache=args.onnx_cache, executor=args.executor, keep=args.keep, alpha=args.alpha,
+        force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
         max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, progress=not args.no_progress)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cir.defaults import DEFAULT_ALPHA
+from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,6 +27,8 @@ class BuildConfig:
     workers: int = 2
     device: str = "auto"
     dtype: str = "auto"
+    runtime: str = DEFAULT_RUNTIME
+    onnx_cache: Path | None = None
     executor: str = "local"
     keep: int = 3
     alpha: float = DEFAULT_ALPHA
@@ -50,6 +53,9 @@ class BuildConfig:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}")
+        check_runtime(self.runtime, self.device, self.dtype)
+        if self.runtime != DEFAULT_RUNTIME and self.executor != "local":
+            raise ValueError(f"--runtime {self.runtime} embeds with --executor local only (Ray actors run torch)")
         if self.keep < 1:
             raise ValueError("--keep must be >= 1 (the published version is always kept)")
         if not 0.0 <= self.alpha <= 1.0:

@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from cir.fusion import FUSIONS
 from cir.images import FORMATS_TEXT, ImageDecodeError
+from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
 from service import schemas
@@ -155,7 +156,7 @@ async def info(request: Request) -> schemas.Info:
     state, enc = engine.state, engine.encoder
     m = state.manifest
     return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
-                        dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
+                        runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=MAX_K, text_max_tokens=enc.text_max_length,
                         manifest=m)

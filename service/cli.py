@@ -30,6 +30,8 @@ OPTIONS = [
     ("--adapter", "adapter", str, "LoRA adapter override (default: the manifest's adapter)"),
     ("--device", "device", str, "torch device: auto, cpu, cuda, cuda:N (default auto)"),
     ("--dtype", "dtype", str, "autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16"),
+    ("--runtime", "runtime", str, "encoder runtime: torch (default) or onnx (ONNX Runtime on the CPU, exported once)"),
+    ("--onnx-cache", "onnx_cache", str, "folder of cached ONNX exports (default ~/.cache/cir/onnx)"),
     ("--max-upload-mb", "max_upload_mb", float, "largest image upload in MiB (default 10)"),
     ("--max-pixels", "max_pixels", int, "decompression-bomb guard: most pixels per image (default 40000000)"),
     ("--max-text-chars", "max_text_chars", int, "longest modification text in characters (default 2000)"),
@@ -37,7 +39,7 @@ OPTIONS = [
     ("--batch-wait-ms", "batch_wait_ms", float, "longest wait to fill a micro-batch (default 2)"),
     ("--max-queue", "max_queue", int, "queued encodes before answering 503 overloaded (default 1024)"),
     ("--decode-workers", "decode_workers", int, "threads decoding uploads (default 4)"),
-    ("--torch-threads", "torch_threads", int, "torch CPU threads (default: torch's choice; 1 on a busy CPU)"),
+    ("--torch-threads", "torch_threads", int, "torch (and ONNX Runtime) CPU threads (default: torch's choice)"),
     ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
     ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
     ("--default-alpha", "default_alpha", float, "text weight when a request gives none (default: manifest, else 0.8)"),
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), as a return code for callers
         return int(exc.code or 0)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        # a cross-field check (runtime vs device) has no field location
+        errors = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"] for e in exc.errors())
         print(f"cir serve: error: {errors}", file=sys.stderr)
         return 2
     if settings.index is None:

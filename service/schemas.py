@@ -49,6 +49,7 @@ class Info(BaseModel):
     adapter: str | None
     fingerprint: str
     device: str
+    runtime: str = Field("torch", description="encoder runtime: torch or onnx")
     dim: int
     index_version: str
     count: int

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cir.fusion import FUSIONS
+from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 
 class Settings(BaseSettings):
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
     adapter: str | None = Field(None, description="LoRA adapter override; default: the manifest's adapter")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, ...")
     dtype: str = Field("auto", description="autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16")
+    runtime: str = Field(DEFAULT_RUNTIME, description="encoder runtime: torch or onnx (ONNX Runtime, CPU)")
+    onnx_cache: Path | None = Field(None, description="cached ONNX exports (default ~/.cache/cir/onnx)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
@@ -51,6 +54,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
+
+    @model_validator(mode="after")
+    def _runtime_fits_device(self) -> "Settings":
+        check_runtime(self.runtime, self.device, self.dtype)
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

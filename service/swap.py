@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from cir.encoder import load_encoder
 from cir.index_store import IndexRoot, load_version
+from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
 
@@ -143,7 +143,8 @@ class IndexManager:
         if not model:
             raise IndexLoadError("the index manifest names no model and CIR_MODEL is not set")
         adapter = self.settings.adapter or manifest.get("adapter")
-        return load_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype)
+        return load_runtime_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype,
+                                    runtime=self.settings.runtime, onnx_cache=self.settings.onnx_cache)
 
     async def _start_engine(self, state: IndexState) -> None:
         engine = self.engine_factory(self._pending_encoder)

@@ -1,17 +1,13 @@
 """load_encoder on tiny random CLIP and SigLIP models saved to disk; adapters and fingerprints."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from PIL import Image
-from transformers import AutoModel
 
 from cir.encoder import load_encoder
-from cir.models import ADAPTER_META, AdapterMismatchError, ModelLoadError
-from tiny_models import make_tiny_clip
+from cir.models import AdapterMismatchError, ModelLoadError
+from tiny_models import make_tiny_clip, save_tiny_adapter
 
 
 def _images(n, seed=0):
@@ -60,18 +56,9 @@ def test_truncation_is_reported(tiny_clip_dir):
     assert enc.encode_texts(["red " * 40]).shape == (1, enc.dim)
 
 
-def _save_adapter(base_dir, out, fingerprint):
-    model = AutoModel.from_pretrained(base_dir)
-    cfg = LoraConfig(r=4, lora_alpha=4, target_modules=r".*vision_model.*\.(q_proj|v_proj)", init_lora_weights=False)
-    peft_model = get_peft_model(model, cfg)
-    peft_model.save_pretrained(out)
-    (out / ADAPTER_META).write_text(json.dumps({"base_model": str(base_dir), "base_fingerprint": fingerprint}))
-    return out
-
-
 def test_adapter_changes_images_not_texts_and_fingerprint(tiny_clip_dir, tmp_path):
     base = load_encoder(str(tiny_clip_dir), device="cpu")
-    adapter = _save_adapter(tiny_clip_dir, tmp_path / "adapter", base.base_fingerprint)
+    adapter = save_tiny_adapter(tiny_clip_dir, tmp_path / "adapter", base.base_fingerprint)
     tuned = load_encoder(str(tiny_clip_dir), adapter=adapter, device="cpu")
     images, texts = _images(3), ["a red circle", "two dogs"]
     assert np.abs(tuned.encode_images(images) - base.encode_images(images)).max() > 1e-3
@@ -83,7 +70,7 @@ def test_adapter_changes_images_not_texts_and_fingerprint(tiny_clip_dir, tmp_pat
 
 def test_mismatched_adapter_is_refused(tiny_clip_dir, tmp_path):
     base = load_encoder(str(tiny_clip_dir), device="cpu")
-    adapter = _save_adapter(tiny_clip_dir, tmp_path / "adapter", base.base_fingerprint)
+    adapter = save_tiny_adapter(tiny_clip_dir, tmp_path / "adapter", base.base_fingerprint)
     other = make_tiny_clip(tmp_path / "other", seed=1)
     with pytest.raises(AdapterMismatchError, match="trained on base model"):
         load_encoder(str(other), adapter=adapter, device="cpu")

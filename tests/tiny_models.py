@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
+    AutoModel,
     CLIPConfig,
     CLIPImageProcessor,
     CLIPModel,
@@ -15,6 +18,8 @@ from transformers import (
     SiglipImageProcessor,
     SiglipModel,
 )
+
+from cir.models import ADAPTER_META
 
 WORDS = ("a photo of red blue green big small circle square left right make it two dogs "
          "the dress but same shirt and with turn into move").split()
@@ -60,4 +65,13 @@ def make_tiny_siglip(out: Path, seed: int = 0, image_size: int = 32) -> Path:
     model.save_pretrained(out)
     _tokenizer(16).save_pretrained(out)
     SiglipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    return Path(out)
+
+
+def save_tiny_adapter(base_dir: Path, out: Path, fingerprint: str) -> Path:
+    """Save a random (non-zero) LoRA adapter on the image tower of the model in `base_dir`, with CIR's metadata."""
+    model = AutoModel.from_pretrained(base_dir)
+    cfg = LoraConfig(r=4, lora_alpha=4, target_modules=r".*vision_model.*\.(q_proj|v_proj)", init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(out)
+    (Path(out) / ADAPTER_META).write_text(json.dumps({"base_model": str(base_dir), "base_fingerprint": fingerprint}))
     return Path(out)
