@@ -1,8 +1,11 @@
 """The on-disk index format shared by the indexer (writer) and the service (reader).
 
 Layout: ROOT/versions/<version>/{manifest.json, index.faiss, items.sqlite, embeddings.npy,
-report.json} and ROOT/CURRENT, a one-line file naming the published version, replaced by an
-atomic rename. Row r of the FAISS index, of embeddings.npy and of the items table is one item.
+[index_vectors.npy,] report.json} and ROOT/CURRENT, a one-line file naming the published version,
+replaced by an atomic rename. Row r of the FAISS index, of the .npy files and of the items table
+is one item. embeddings.npy holds the IMAGE embeddings (reference_id queries and incremental
+rebuilds read them); the vectors the index ranks are in the file the manifest's `index_vectors`
+names: index_vectors.npy when gallery items are composed with their text, else embeddings.npy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.sqlite"
 EMBEDDINGS_FILE = "embeddings.npy"
+INDEX_VECTORS_FILE = "index_vectors.npy"
 REPORT_FILE = "report.json"
 ITEM_COLUMNS = ("row", "id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata")
 
@@ -146,7 +150,7 @@ def read_index(path: str | Path, factory: str, mmap: bool = True):
 
 
 class LoadedIndex:
-    """A loaded, searchable version: FAISS index, item table and stored embeddings."""
+    """A loaded, searchable version: FAISS index, item table, image embeddings and ranked vectors."""
 
     def __init__(self, root: Path, version: str, manifest: dict, index, ids: list[str]):
         self.root = root
@@ -156,16 +160,24 @@ class LoadedIndex:
         self.ids = ids
         self.count = len(ids)
         self._dir = IndexRoot(root).version_dir(version)
+        self._embeddings = np.load(self._dir / EMBEDDINGS_FILE, mmap_mode="r")
+        # What the index ranks (exact re-scoring reads it): the image embeddings, or composed items.
+        ranked = manifest.get("index_vectors") or EMBEDDINGS_FILE
+        if ranked not in (EMBEDDINGS_FILE, INDEX_VECTORS_FILE):
+            raise IndexStoreError(f"version {version!r}: unknown index_vectors file {ranked!r} in the manifest")
+        self.vectors = self._embeddings if ranked == EMBEDDINGS_FILE else np.load(self._dir / ranked, mmap_mode="r")
+        if self._embeddings.shape[0] != self.count or self.vectors.shape[0] != self.count:
+            raise IndexStoreError(f"version {version!r} is inconsistent: {self.count} items, "
+                                  f"{self._embeddings.shape[0]} embeddings, {self.vectors.shape[0]} ranked vectors")
         self._con = sqlite3.connect(f"file:{self._dir / ITEMS_FILE}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.Lock()
-        self._embeddings = np.load(self._dir / EMBEDDINGS_FILE, mmap_mode="r")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k inner-product search; returns scores (B, k) and item ids (-1 rows dropped)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.manifest["dim"]:
             raise ValueError(f"query dim {q.shape[1]} != index dim {self.manifest['dim']}")
-        scores, rows = rerank_search(self.index, self._embeddings, q, int(min(k, max(self.count, 1))),
+        scores, rows = rerank_search(self.index, self.vectors, q, int(min(k, max(self.count, 1))),
                                      int(self.manifest.get("rerank") or 0))
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return scores, ids

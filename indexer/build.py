@@ -20,6 +20,7 @@ from cir.runtimes import load_runtime_encoder
 from indexer.config import BuildConfig
 from indexer.factory import build_index, choose_factory
 from indexer.gallery import GalleryEntry, GalleryError, read_gallery, stat_file
+from indexer.items import compose_items
 from indexer.shards import STAGING, ShardStore, ShardWriter, shard_ranges, staging_key
 from indexer.versions import (OutputError, check_writable, new_version_name, prune, remove_stale_tmp,
                               root_lock, write_version)
@@ -222,11 +223,12 @@ def _build_locked(cfg: BuildConfig, entries, encoder, t0: float, executor) -> Bu
     if not items:
         reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         raise BuildError(f"none of the {len(entries)} gallery files could be read ({reasons})")
+    ranked, item_text = compose_items(encoder, items, vectors, cfg.item_text, cfg.item_weight, cfg.progress)
     factory = cfg.factory if cfg.factory != "auto" else choose_factory(len(items), encoder.dim, cfg.flat_max,
                                                                        cfg.max_memory_gb)
     use_gpu = cfg.gpu_index == "yes" or (cfg.gpu_index == "auto" and encoder.device.type == "cuda")
     try:
-        built = build_index(vectors, factory, cfg.recall_target, use_gpu=use_gpu)
+        built = build_index(vectors if ranked is None else ranked, factory, cfg.recall_target, use_gpu=use_gpu)
     except (ValueError, RuntimeError) as exc:
         raise BuildError(f"cannot build the {factory} index: {exc}") from exc
     embedded = len(items) - len(plan.reuse)
@@ -235,8 +237,10 @@ def _build_locked(cfg: BuildConfig, entries, encoder, t0: float, executor) -> Bu
                          round(time.perf_counter() - t0, 3), rate,
                          built.factory, built.recall_at_10)
     manifest = _manifest(cfg, encoder, built, result, base)
+    manifest["item_text"] = item_text
+    manifest["index_vectors"] = store.EMBEDDINGS_FILE if ranked is None else store.INDEX_VECTORS_FILE
     report = {"version": version, "counts": asdict(result), "skipped": skipped}
-    write_version(cfg.out, version, vectors, items, built.index, manifest, report)
+    write_version(cfg.out, version, vectors, items, built.index, manifest, report, ranked)
     store.IndexRoot(cfg.out).publish(version)
     prune(cfg.out, cfg.keep)
     shutil.rmtree(cfg.out / STAGING, ignore_errors=True)

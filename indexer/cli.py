@@ -15,7 +15,7 @@ import faiss
 from cir import index_store as store
 from cir.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from indexer.build import BuildError, build, embed_local
-from indexer.config import BuildConfig
+from indexer.config import DEFAULT_ITEM_ALPHA, BuildConfig
 
 # One core stays with the encoder's process (collation, host-to-device copies).
 DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -60,6 +60,13 @@ def _build_parser(sub) -> None:
                    help="auto: memory budget for the index (default half the RAM); over it IVF+PQ is used")
     p.add_argument("--gpu-index", default="auto", choices=("auto", "yes", "no"),
                    help="build Flat/IVF indexes on the GPU with faiss-gpu (auto: when the encoder is on CUDA)")
+    p.add_argument("--item-text", metavar="FIELD", default=None,
+                   help="compose each gallery item that has this manifest field (e.g. title) with its text: "
+                        "the index holds slerp(image, text, --item-alpha); items without it keep their image "
+                        "embedding; the image embeddings stay stored for reference_id queries and rebuilds")
+    p.add_argument("--item-alpha", metavar="B", type=float, default=None,
+                   help=f"text weight of composed items, 0..1 (default {DEFAULT_ITEM_ALPHA}; 0 = the image-only "
+                        "index). A new field or weight re-composes without re-encoding any image")
     p.add_argument("--faiss-threads", type=int, default=0, help="FAISS OpenMP threads (default 0 = all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one final JSON line with the counts and images/s")
@@ -71,7 +78,8 @@ def _config(args) -> BuildConfig:
         batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype,
         runtime=args.runtime, onnx_cache=args.onnx_cache, executor=args.executor, keep=args.keep, alpha=args.alpha,
         force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
-        max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, progress=not args.no_progress)
+        max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, item_text=args.item_text,
+        item_alpha=args.item_alpha, progress=not args.no_progress)
 
 
 def cmd_build(args) -> int:
@@ -122,6 +130,10 @@ def cmd_info(args) -> int:
     print(f"version {version}: {m['count']} items, dim {m['dim']}, {m['factory']} {m.get('search_params') or ''} "
           f"recall@10 {m.get('recall_at_10')}, model {m['model']}, adapter {m.get('adapter')}, "
           f"fingerprint {m['fingerprint'][:12]}, default alpha {m['default_alpha']}")
+    if m.get("item_text"):
+        t = m["item_text"]
+        print(f"items composed with their {t['field']!r} text at weight {t['alpha']}: {t['composed']} "
+              f"composed, {t['without_text']} without text")
     print(f"skipped {len(info.get('skipped', []))}: " + ", ".join(s["id"] for s in info.get("skipped", [])[:10]))
     print(json.dumps(m, indent=2))
     return 0

@@ -11,6 +11,8 @@ from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
+# Text weight of a composed gallery item (slerp(image, title, B)) when --item-text is given alone.
+DEFAULT_ITEM_ALPHA = 0.3
 _FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
 
 
@@ -39,6 +41,8 @@ class BuildConfig:
     max_memory_gb: float | None = None
     gpu_index: str = "auto"
     max_pixels: int = 89_478_485
+    item_text: str | None = None
+    item_alpha: float | None = None
     progress: bool = True
 
     def __post_init__(self):
@@ -70,3 +74,16 @@ class BuildConfig:
             raise ValueError("--gpu-index must be auto, yes or no")
         if self.max_pixels < 1:
             raise ValueError("--max-pixels must be >= 1")
+        if self.item_text is not None and not self.item_text.strip():
+            raise ValueError("--item-text must name a manifest field, e.g. title")
+        if self.item_alpha is not None and self.item_text is None:
+            raise ValueError("--item-alpha needs --item-text (the manifest field that holds each item's text)")
+        if self.item_alpha is not None and not 0.0 <= self.item_alpha <= 1.0:
+            raise ValueError("--item-alpha must be in [0, 1] (the text weight of a composed gallery item)")
+
+    @property
+    def item_weight(self) -> float:
+        """The text weight B of composed gallery items (0: the items are their images)."""
+        if self.item_text is None:
+            return 0.0
+        return DEFAULT_ITEM_ALPHA if self.item_alpha is None else self.item_alpha

@@ -69,23 +69,28 @@ def remove_stale_tmp(root: Path) -> None:
 
 
 def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dict], index,
-                  manifest: dict, report: dict) -> Path:
-    """Write every file into a temp folder, manifest last, verify it, then rename it into place."""
+                  manifest: dict, report: dict, ranked: np.ndarray | None = None) -> Path:
+    """Write every file into a temp folder, manifest last, verify it, then rename it into place.
+
+    `vectors` are the image embeddings; `ranked`, when given, the composed vectors the index holds.
+    """
     tmp_name = TMP_PREFIX + version
     tmp = root / store.VERSIONS / tmp_name
     tmp.mkdir(parents=True)
     np.save(tmp / store.EMBEDDINGS_FILE, vectors)
+    if ranked is not None:
+        np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
     store.write_items(tmp / store.ITEMS_FILE, items)
     faiss.write_index(index, str(tmp / store.INDEX_FILE))
     atomic_write_json(tmp / store.REPORT_FILE, report)
     atomic_write_json(tmp / store.MANIFEST, manifest)
-    verify(root, tmp_name, vectors, items)
+    verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
     final = root / store.VERSIONS / version
     os.rename(tmp, final)
     return final
 
 
-def verify(root: Path, version: str, vectors: np.ndarray, items: list[dict]) -> None:
+def verify(root: Path, version: str, vectors: np.ndarray, items: list[dict], ranked: np.ndarray) -> None:
     """Reload a written version and check counts, ids and that stored rows find themselves."""
     loaded = store.load_version(root, version, mmap=True)
     try:
@@ -93,9 +98,9 @@ def verify(root: Path, version: str, vectors: np.ndarray, items: list[dict]) -> 
             raise OutputError(f"version {version}: item ids do not match what was built")
         sample = np.linspace(0, len(items) - 1, num=min(8, len(items)), dtype=int)
         emb = np.stack([loaded.embedding(items[i]["id"]) for i in sample])
-        if not np.array_equal(emb, vectors[sample]):
+        if not np.array_equal(emb, vectors[sample]) or not np.array_equal(loaded.vectors[sample], ranked[sample]):
             raise OutputError(f"version {version}: stored embeddings differ from the built ones")
-        scores, ids = loaded.search(emb, 1)
+        scores, ids = loaded.search(ranked[sample], 1)
         if any(len(row) != 1 for row in ids) or not np.isfinite(scores).all():
             raise OutputError(f"version {version}: the index does not answer searches")
         if loaded.manifest["factory"] == "Flat" and scores.min() < 0.999:
