@@ -8,7 +8,8 @@ import signal
 import sys
 
 from cir.models import ModelLoadError
-from training.config import DEFAULT_TARGETS, PAPER_TEMPERATURE, POSITIVES, TrainConfig
+from cir.families import default_targets_help
+from training.config import PAPER_TEMPERATURE, POSITIVES, TrainConfig
 from training.loop import train
 from training.report import summary_lines
 
@@ -65,7 +66,7 @@ def _alphas(value: str) -> tuple[float, ...]:
 def _add_io(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                    help="base model: 'toy', a local model folder or a hub id (CLIP/SigLIP family)")
+                    help="base model: 'toy', a local model folder or a hub id (CLIP, SigLIP, SigLIP 2 or BLIP)")
     io.add_argument("--data", required=True, metavar="PATH",
                     help="JSONL/CSV/TSV of image,caption or a WebDataset folder")
     io.add_argument("--out", required=True, metavar="DIR",
@@ -107,9 +108,10 @@ def _add_lora_and_eval(p: argparse.ArgumentParser) -> None:
     lora.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
     lora.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
     lora.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1)")
-    lora.add_argument("--lora-targets", type=_names, default=DEFAULT_TARGETS, metavar="NAMES",
+    lora.add_argument("--lora-targets", type=_names, default=None, metavar="NAMES",
                       help="comma-separated module names or regexes, matched inside the image tower only "
-                           f"(default {','.join(DEFAULT_TARGETS)}; e.g. add fc1,fc2,visual_projection)")
+                           f"(default: the model family's attention projections: {default_targets_help()}; "
+                           "e.g. add fc1,fc2,visual_projection)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--eval-cir", metavar="DIR", help="CIRR-layout set (e.g. a shapes world's cirr/): Slerp Recall@K "
                                                        "before and after, split seen/held-out for shapes worlds")
