@@ -2,7 +2,9 @@
 
 `load_encoder` returns an `Encoder` whose `encode_images` / `encode_texts` give L2-normalised
 float32 numpy rows. Preprocessing is a separate picklable `ImagePreprocessor`, so jobs can run
-it inside DataLoader worker processes and feed `encode_pixels` with ready batches.
+it inside DataLoader worker processes and feed `encode_pixels` with ready batches (one tensor,
+or a dict of tensors for NaFlex models: cir.pixels). How each family (CLIP, SigLIP, SigLIP 2,
+BLIP) is loaded and embedded is decided by its entry in cir.families.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import transformers
 from peft import PeftModel
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
+from cir.families import GENERIC, Family, check_architecture, family_of, missing_weights
 from cir.fusion import l2_normalize
 from cir.models import (
     ModelLoadError,
@@ -29,6 +33,7 @@ from cir.models import (
     resolve_model,
     state_dict_fingerprint,
 )
+from cir.pixels import Pixels, pixel_inputs, pixel_row
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +65,22 @@ def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
 
 
 class ImagePreprocessor:
-    """Picklable PIL -> (3, H, W) float tensor transform of a model's image processor."""
+    """Picklable PIL -> pixels transform of a model's image processor: a (3, H, W) tensor, or a dict (NaFlex)."""
 
     def __init__(self, processor):
         self.processor = processor
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> Pixels:
         """Preprocess one image (any mode) exactly as the model expects."""
-        return self.batch([image])[0]
+        return pixel_row(self.batch([image]), 0)
 
-    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Preprocess several images into one (N, 3, H, W) tensor."""
+    def batch(self, images: Sequence[Image.Image]) -> Pixels:
+        """Preprocess several images into one batch: (N, 3, H, W), or a dict of (N, ...) tensors."""
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-        return self.processor(images=rgb, return_tensors="pt")["pixel_values"]
+        out = self.processor(images=rgb, return_tensors="pt")
+        if set(out.keys()) == {"pixel_values"}:
+            return out["pixel_values"]
+        return dict(out.items())  # NaFlex: pixel_values, pixel_attention_mask, spatial_shapes
 
 
 def pooled_output(output) -> torch.Tensor:
@@ -84,6 +92,26 @@ def pooled_output(output) -> torch.Tensor:
         if value is not None:
             return value
     raise ModelLoadError(f"cannot find pooled embeddings in {type(output).__name__}")
+
+
+def _blip_itc_image(model, inputs: dict) -> torch.Tensor:
+    # BLIP's ITC: the vision CLS token (post-layernorm, not HF's pooler_output) -> vision_proj.
+    hidden = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
+    return model.vision_proj(hidden[:, 0, :])
+
+
+def _blip_itc_text(model, tokens: dict) -> torch.Tensor:
+    # The unimodal text encoder (no cross-attention to the image) CLS token -> text_proj.
+    hidden = model.text_encoder(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
+    return model.text_proj(hidden.last_hidden_state[:, 0, :])
+
+
+# cir.families' `features` names -> (image features, text features), both un-normalised.
+FEATURES = {
+    "dual": (lambda model, inputs: pooled_output(model.get_image_features(**inputs)),
+             lambda model, tokens: pooled_output(model.get_text_features(**tokens))),
+    "blip_itc": (_blip_itc_image, _blip_itc_text),
+}
 
 
 @dataclass
@@ -100,7 +128,7 @@ class Encoder:
     fingerprint: str
     base_fingerprint: str
     text_max_length: int
-    pad_to_max: bool = False
+    family: Family = GENERIC
     dim: int = field(init=False, default=0)
 
     def __post_init__(self):
@@ -111,11 +139,20 @@ class Encoder:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def image_features(self, pixels: Pixels) -> torch.Tensor:
+        """Un-normalised image features of a preprocessed batch, on the device (autograd and autocast: the caller's)."""
+        return FEATURES[self.family.features][0](self.model, pixel_inputs(pixels, self.device))
+
+    def text_features(self, tokens: dict) -> torch.Tensor:
+        """Un-normalised text features of `tokenize` output, on the device."""
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k != "token_type_ids"}
+        return FEATURES[self.family.features][1](self.model, tokens)
+
     @torch.inference_mode()
-    def encode_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
-        """Embed a preprocessed (N, 3, H, W) batch; unit float32 rows."""
+    def encode_pixels(self, pixels: Pixels) -> np.ndarray:
+        """Embed a preprocessed batch ((N, 3, H, W), or a NaFlex dict); unit float32 rows."""
         with self._autocast():
-            out = pooled_output(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
+            out = self.image_features(pixels)
         return l2_normalize(out.float()).cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
@@ -124,15 +161,18 @@ class Encoder:
                   for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
+    def _texts(self, texts: Sequence[str]) -> list[str]:
+        return [t.lower() for t in texts] if self.family.lowercase else list(texts)
+
     def tokenize(self, texts: Sequence[str]) -> dict:
-        """Tokenize with the model's padding rule, truncating to the text tower's length."""
-        padding = "max_length" if self.pad_to_max else True
-        return self.tokenizer(list(texts), padding=padding, truncation=True,
+        """Tokenize with the family's text rules (padding, lowercasing), truncating to the tower's length."""
+        padding = "max_length" if self.family.pad_to_max else True
+        return self.tokenizer(self._texts(texts), padding=padding, truncation=True,
                               max_length=self.text_max_length, return_tensors="pt")
 
     def truncated(self, texts: Sequence[str]) -> list[bool]:
         """Which texts are longer than the text tower accepts (and so get truncated)."""
-        ids = self.tokenizer(list(texts), truncation=False)["input_ids"]
+        ids = self.tokenizer(self._texts(texts), truncation=False)["input_ids"]
         return [len(row) > self.text_max_length for row in ids]
 
     @torch.inference_mode()
@@ -140,38 +180,54 @@ class Encoder:
         """Embed raw texts (no prompt template) in batches; unit float32 rows."""
         chunks = []
         for i in range(0, len(texts), batch_size):
-            tokens = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + batch_size]).items()}
-            if "token_type_ids" in tokens:
-                tokens.pop("token_type_ids")
             with self._autocast():
-                out = pooled_output(self.model.get_text_features(**tokens))
+                out = self.text_features(self.tokenize(texts[i : i + batch_size]))
             chunks.append(l2_normalize(out.float()).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def info(self) -> dict:
         """A JSON-able description of this encoder's identity."""
         return {"model": self.name, "adapter": self.adapter, "fingerprint": self.fingerprint,
-                "base_fingerprint": self.base_fingerprint, "dim": self.dim, "device": str(self.device)}
+                "base_fingerprint": self.base_fingerprint, "dim": self.dim, "device": str(self.device),
+                "family": self.family.name}
 
 
-def _text_max_length(model, tokenizer) -> int:
+def _text_max_length(model, tokenizer, family: Family) -> int:
     limit = getattr(getattr(model.config, "text_config", model.config), "max_position_embeddings", None) or 77
     tok_limit = getattr(tokenizer, "model_max_length", None)
     if tok_limit and tok_limit < 100_000:
         limit = min(limit, tok_limit)
-    return int(limit)
+    return int(min(limit, family.max_text_length or limit))
+
+
+def model_family(name_or_path: str) -> Family:
+    """The family of a model ('toy', a hub id or a local dir) from its config alone."""
+    path = resolve_model(name_or_path)
+    try:
+        return family_of(AutoConfig.from_pretrained(path))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load model {path!r}: {exc}") from exc
 
 
 def _load_base(path: str):
     try:
-        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(path)
+        family = family_of(config)
+        check_architecture(family, config)
+        model_class = getattr(transformers, family.model_class)
+        model, info = model_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
         processor = AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load model {path!r}: {exc}") from exc
-    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+    if family.features == "dual" and not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
         raise ModelLoadError(f"{path!r} is not a dual encoder (no get_image_features/get_text_features)")
-    return model, tokenizer, processor
+    missing = missing_weights(family, info.get("missing_keys", ()))
+    if missing:  # transformers would have initialised them randomly: refuse random embeddings
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ModelLoadError(f"{path!r} lacks weights its {family.name} embeddings need ({shown}); "
+                             f"they would be random. {family.hint or 'Load a complete dual-encoder checkpoint'}")
+    return model, tokenizer, processor, family
 
 
 def apply_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Module:
@@ -188,11 +244,11 @@ def apply_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
 
 def load_encoder(name_or_path: str, adapter: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto") -> Encoder:
-    """Load a CLIP/SigLIP-family dual encoder ('toy', a hub id or a local dir), optionally with a LoRA adapter."""
+    """Load a CLIP, SigLIP, SigLIP 2 or BLIP dual encoder ('toy', a hub id or a local dir), optionally with a LoRA adapter."""
     path = resolve_model(name_or_path)
     dev = resolve_device(device)
     autocast = resolve_autocast(dtype, dev)
-    model, tokenizer, processor = _load_base(path)
+    model, tokenizer, processor, family = _load_base(path)
     base_fp = state_dict_fingerprint(model)
     fingerprint = base_fp
     if adapter is not None:
@@ -201,10 +257,9 @@ def load_encoder(name_or_path: str, adapter: str | Path | None = None,
         model = apply_adapter(model, adapter)
         fingerprint = hashlib.sha256(f"{base_fp}+{state_dict_fingerprint(model)}".encode()).hexdigest()
     model = model.to(dev).eval()
-    model_type = getattr(model.config, "model_type", "")
-    log.info("loaded %s%s on %s (fingerprint %s)", name_or_path,
+    log.info("loaded %s (%s)%s on %s (fingerprint %s)", name_or_path, family.name,
              f" + adapter {adapter}" if adapter else "", dev, fingerprint[:12])
     return Encoder(model=model, tokenizer=tokenizer, preprocess=ImagePreprocessor(processor), device=dev,
                    autocast_dtype=autocast, name=name_or_path, adapter=str(adapter) if adapter else None,
                    fingerprint=fingerprint, base_fingerprint=base_fp,
-                   text_max_length=_text_max_length(model, tokenizer), pad_to_max="siglip" in model_type)
+                   text_max_length=_text_max_length(model, tokenizer, family), family=family)

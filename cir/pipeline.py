@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from cir.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from cir.pixels import stack_pixels
 
 
 @dataclass
@@ -73,7 +73,7 @@ def collate_images(items: list[dict]) -> dict:
     good = [it for it in items if "pixels" in it]
     return {
         "indices": [it["index"] for it in good],
-        "pixels": torch.stack([it["pixels"] for it in good]) if good else None,
+        "pixels": stack_pixels([it["pixels"] for it in good]) if good else None,
         "sizes": [tuple(it["size"]) for it in good],
         "hashes": [it["sha256"] for it in good],
         "failed": [(it["index"], it["error"]) for it in items if "pixels" not in it],

@@ -18,18 +18,37 @@ from PIL import Image
 
 from cir.encoder import load_encoder
 from cir.pipeline import ImageFileDataset
+from cir.pixels import map_pixels
 
 log = logging.getLogger(__name__)
 
+PIXELS = "pixels"
 
-def decode_batch(batch: dict, preprocess, max_pixels: int, pixel_shape: tuple) -> dict:
+
+def pixel_columns(items: list[dict], blank) -> dict[str, np.ndarray]:
+    """Ray Data columns are arrays: pixels -> 'pixels', a NaFlex dict -> one 'pixels.<key>' column per tensor."""
+    if not isinstance(blank, dict):
+        return {PIXELS: np.stack([(it[PIXELS] if PIXELS in it else blank).numpy() for it in items])}
+    return {f"{PIXELS}.{key}": np.stack([(it[PIXELS][key] if PIXELS in it else empty).numpy() for it in items])
+            for key, empty in blank.items()}
+
+
+def columns_to_pixels(batch: dict, rows: np.ndarray):
+    """The selected rows of the pixel columns as the encoder's pixels (a tensor or a dict)."""
+    if PIXELS in batch:
+        return torch.from_numpy(np.ascontiguousarray(batch[PIXELS][rows]))
+    prefix = PIXELS + "."
+    return {k[len(prefix):]: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in batch.items()
+            if k.startswith(prefix)}
+
+
+def decode_batch(batch: dict, preprocess, max_pixels: int, blank) -> dict:
     """Ray Data CPU stage: file -> (pixels, size, sha256) or an error, via cir.pipeline's dataset."""
     data = ImageFileDataset(list(batch["path"]), preprocess, hash_files=True, max_pixels=max_pixels)
     items = [data[i] for i in range(len(data))]
-    blank = np.zeros(pixel_shape, np.float32)
     return {
         "position": np.asarray(batch["position"], dtype=np.int64),
-        "pixels": np.stack([it["pixels"].numpy() if "pixels" in it else blank for it in items]),
+        **pixel_columns(items, blank),
         "width": np.array([it["size"][0] if "pixels" in it else 0 for it in items], dtype=np.int64),
         "height": np.array([it["size"][1] if "pixels" in it else 0 for it in items], dtype=np.int64),
         "sha256": np.array([it.get("sha256") or "" for it in items], dtype=object),
@@ -47,8 +66,8 @@ class Embedder:
         ok = batch["error"] == ""
         emb = np.zeros((len(ok), self.encoder.dim), np.float32)
         if ok.any():
-            emb[ok] = self.encoder.encode_pixels(torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])))
-        out = {k: v for k, v in batch.items() if k != "pixels"}
+            emb[ok] = self.encoder.encode_pixels(columns_to_pixels(batch, ok))
+        out = {k: v for k, v in batch.items() if k != PIXELS and not k.startswith(PIXELS + ".")}
         out["embedding"] = emb
         return out
 
@@ -74,11 +93,11 @@ def embed_ray(cfg, encoder, paths, ranges, todo, writer, bar) -> None:
 def _run(cfg, encoder, paths, ranges, todo, writer, bar) -> None:
     rows = [{"position": p, "path": paths[p]} for k in todo for p in range(*ranges[k])]
     actors, gpus_each = _actor_resources()
-    shape = tuple(encoder.preprocess(Image.new("RGB", (8, 8))).shape)
+    blank = map_pixels(torch.zeros_like, encoder.preprocess(Image.new("RGB", (8, 8))))
     log.info("ray: %d images, %d encoder actor(s) with %s GPU each", len(rows), actors, gpus_each)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // max(cfg.batch_size, 1)))
     ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": encoder.preprocess, "max_pixels": cfg.max_pixels,
-                                                 "pixel_shape": shape}, batch_size=cfg.batch_size, num_cpus=1)
+                                                 "blank": blank}, batch_size=cfg.batch_size, num_cpus=1)
     device = "auto" if gpus_each else "cpu"
     ds = ds.map_batches(Embedder, fn_constructor_args=(cfg.model, str(cfg.adapter) if cfg.adapter else None,
                                                        device, cfg.dtype),

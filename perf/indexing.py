@@ -30,6 +30,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTo
 
 from cir.encoder import load_encoder
 from cir.pipeline import ImageFileDataset, collate_images, make_batches
+from cir.pixels import map_pixels
 from indexer.build import build
 from indexer.config import BuildConfig
 
@@ -87,10 +88,10 @@ def decode_rate(paths: list[Path], encoder, batch_size: int, workers: int) -> fl
 
 def encode_rate(encoder, batch_size: int, images: int) -> float:
     """Images/s of the encoder's forward alone on a ready, pinned batch (host-to-device copy included)."""
-    size = encoder.preprocess(Image.new("RGB", (64, 64))).shape
-    pixels = torch.randn((batch_size, *size))
+    noise = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
+    pixels = encoder.preprocess.batch([Image.fromarray(noise)] * batch_size)
     if encoder.device.type == "cuda":
-        pixels = pixels.pin_memory()
+        pixels = map_pixels(torch.Tensor.pin_memory, pixels)
     for _ in range(3):
         encoder.encode_pixels(pixels)  # warm-up (kernels, autotuning)
     steps = max(1, images // batch_size)

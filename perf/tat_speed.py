@@ -86,7 +86,7 @@ def make_shards(out: Path, pairs: int, per_shard: int = 512) -> Path:
 def compute_only(model_dir: Path, batch: int, steps: int) -> float:
     """Images/s of the training step alone, on pixels already on the device."""
     encoder = load_encoder(str(model_dir))
-    model = add_lora(encoder.model, 16, 16.0, 0.1, ("q_proj", "k_proj", "v_proj", "out_proj"))
+    model = add_lora(encoder.model, 16, 16.0, 0.1, encoder.family.lora_targets)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     set_lora_train_mode(model)
     pixels = torch.randn(batch, 3, 224, 224, device=encoder.device)

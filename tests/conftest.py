@@ -16,7 +16,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import make_tiny_clip, make_tiny_siglip  # noqa: E402
+from tiny_models import (  # noqa: E402
+    make_tiny_blip,
+    make_tiny_clip,
+    make_tiny_siglip,
+    make_tiny_siglip2_fixed,
+    make_tiny_siglip2_naflex,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -38,6 +44,21 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> Path:
     return make_tiny_siglip(tmp_path_factory.mktemp("tiny_siglip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2_fixed_dir(tmp_path_factory) -> Path:
+    return make_tiny_siglip2_fixed(tmp_path_factory.mktemp("tiny_siglip2_fixed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip2_naflex_dir(tmp_path_factory) -> Path:
+    return make_tiny_siglip2_naflex(tmp_path_factory.mktemp("tiny_siglip2_naflex"))
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    return make_tiny_blip(tmp_path_factory.mktemp("tiny_blip"))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import signal
 import sys
 
 # Light imports only: the parser is built, and --help answered, before torch loads (see main).
+from cir.families import default_targets_help
 from training.config import POSITIVES, TrainConfig
 
 DESCRIPTION = """\
@@ -74,7 +75,7 @@ def _csv(values) -> str:
 def _add_io(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--model", metavar="NAME_OR_PATH",
-                    help="base model: 'toy', a local model folder or a hub id (CLIP/SigLIP family); required")
+                    help="base model: 'toy', a local model folder or a hub id (CLIP, SigLIP, SigLIP 2 or BLIP); required")
     io.add_argument("--data", required=True, metavar="PATH",
                     help="JSONL/CSV/TSV of image,caption or a WebDataset folder")
     io.add_argument("--out", metavar="DIR", help="output folder (must be empty, or this run with --resume); required")
@@ -124,7 +125,8 @@ def _add_lora_and_eval(p: argparse.ArgumentParser) -> None:
     lora.add_argument("--lora-dropout", type=float, default=D.lora_dropout, help="LoRA dropout (default %(default)s)")
     lora.add_argument("--lora-targets", type=_names, default=D.lora_targets, metavar="NAMES",
                       help="comma-separated module names or regexes, matched inside the image tower only "
-                           f"(default {_csv(D.lora_targets)}; e.g. add fc1,fc2,visual_projection)")
+                           f"(default: the model family's attention projections: {default_targets_help()}; "
+                           "e.g. add fc1,fc2,visual_projection)")
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--eval-cir", metavar="DIR", help="CIRR-layout set (e.g. a shapes world's cirr/): Slerp Recall@K "
                                                        "before and after, split seen/held-out for shapes worlds")

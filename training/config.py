@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 from cir.defaults import DEFAULT_ALPHA
 
-# Attention projections of CLIP and SigLIP vision layers: the paper does not name its targets.
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 PAPER_TEMPERATURE = 0.07
 POSITIVES = ("auto", "pairs", "captions", "mentions")
 # Fields that change how a run is carried out but not what it computes: a run may be resumed
@@ -39,7 +37,7 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = DEFAULT_TARGETS
+    lora_targets: tuple[str, ...] | None = None  # None: the model family's (cir.families)
     temperature: float | None = PAPER_TEMPERATURE
     positives: str = "auto"
     seed: int = 0
@@ -85,7 +83,7 @@ class TrainConfig:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if not (0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
-        if not self.lora_targets or any(not t for t in self.lora_targets):
+        if self.lora_targets is not None and (not self.lora_targets or any(not t for t in self.lora_targets)):
             raise ValueError("lora_targets must name at least one module")
         if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number (or None for the model's own), "

@@ -48,6 +48,13 @@ class Job:
     scheduler: object = None
 
 
+def _model_scale(encoder: Encoder, name: str) -> float:
+    logit_scale = getattr(encoder.model, "logit_scale", None)
+    if logit_scale is None:  # e.g. BLIP's retrieval checkpoints keep no temperature
+        raise ValueError(f"{name} ({encoder.family.name}) has no learned logit scale: give --temperature")
+    return float(logit_scale.exp().item())
+
+
 def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     """Load the base model, index the data, split it and size the schedule."""
     source = open_pairs(cfg.data, cfg.image_key, cfg.caption_key)  # bad data fails before a slow model load
@@ -62,7 +69,7 @@ def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     steps = cfg.max_steps or math.ceil(micro_total / cfg.grad_accum)
     micro_end = steps * cfg.grad_accum if cfg.max_steps else micro_total
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * steps)
-    scale = float(encoder.model.logit_scale.exp().item()) if cfg.temperature is None else cfg.logit_scale
+    scale = _model_scale(encoder, cfg.model) if cfg.temperature is None else cfg.logit_scale
     return Job(cfg, info, Path(cfg.out).expanduser(), encoder, source, plan, mode, scale, steps, micro_end,
                min(warmup, steps))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cir.encoder import pooled_output, resolve_device
+from cir.encoder import model_family, resolve_device
 from cir.fusion import l2_normalize
 from training import checkpoint as ckpt
 from training import distributed as D
@@ -53,7 +53,7 @@ def micro_loss(encoder, batch: dict, mode: str, scale: float, info: D.DistInfo, 
     captions = batch["captions"]
     if captions:
         with _autocast(encoder):
-            feats = pooled_output(encoder.model.get_image_features(pixel_values=batch["pixels"].to(encoder.device)))
+            feats = encoder.image_features(batch["pixels"])
         image = l2_normalize(feats.float())
         text = torch.from_numpy(encoder.encode_texts(captions)).to(encoder.device)  # frozen: no graph
     else:
@@ -168,6 +168,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     """Run (or resume) a TAT job; returns how it ended. Raises ValueError/ModelLoadError on bad input."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.lora_targets is None:  # resolved before the run's identity is written or compared
+        cfg = cfg.replace(lora_targets=model_family(cfg.model).lora_targets)
     device = str(resolve_device(cfg.device))
     info = D.init_distributed(torch.device(device).type)
     try:

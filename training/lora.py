@@ -9,24 +9,13 @@ from typing import Sequence
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from cir.families import in_tower, vision_prefixes
+
 log = logging.getLogger(__name__)
 
 # Module types peft's LoRA can wrap that we offer as targets.
 _LORA_TYPES = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)
 _PLAIN_NAME = re.compile(r"^[\w.]+$")
-
-
-def vision_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
-    """Top-level submodules of a CLIP/SigLIP-style model that belong to the image tower."""
-    names = tuple(n for n, _ in model.named_children() if "vision" in n or "visual" in n)
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no vision tower submodule (vision_model/visual_*)")
-    return names
-
-
-def in_vision_tower(name: str, prefixes: Sequence[str]) -> bool:
-    """Is this parameter or module name part of the image tower?"""
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _matches(name: str, target: str) -> bool:
@@ -41,7 +30,7 @@ def select_targets(model: torch.nn.Module, targets: Sequence[str]) -> list[str]:
     modules = dict(model.named_modules())
     chosen = []
     for name, module in modules.items():
-        if not isinstance(module, _LORA_TYPES) or not in_vision_tower(name, prefixes):
+        if not isinstance(module, _LORA_TYPES) or not in_tower(name, prefixes):
             continue
         parent = modules.get(name.rpartition(".")[0])
         if isinstance(parent, torch.nn.MultiheadAttention):
@@ -86,7 +75,7 @@ def check_trainable(model: torch.nn.Module) -> None:
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     prefixes = vision_prefixes(base)
     trainable = [n for n, p in base.named_parameters() if p.requires_grad]
-    wrong = [n for n in trainable if "lora_" not in n or not in_vision_tower(n, prefixes)]
+    wrong = [n for n in trainable if "lora_" not in n or not in_tower(n, prefixes)]
     if wrong or not trainable:
         raise RuntimeError(f"only image-tower LoRA weights may train; found {wrong[:5] or 'none trainable'}")
 

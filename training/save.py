@@ -11,6 +11,7 @@ import numpy as np
 
 from cir.io import atomic_write_json, make_temp_dir, restore_mode
 from cir.models import ADAPTER_META
+from cir.pixels import pixels_len
 from training.batches import Chunks, PairBatches
 
 PROBE_IMAGES = 16
@@ -64,5 +65,5 @@ def save_outputs(job, state) -> dict:
             files.append(ADAPTER_META)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"files": files, "probe_images": 0 if pixels is None else int(len(pixels)), "pixels": pixels,
+    return {"files": files, "probe_images": 0 if pixels is None else pixels_len(pixels), "pixels": pixels,
             "embeddings": embeddings}

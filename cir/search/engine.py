@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cir.fusion import DEFAULT_ALPHA, fuse
 from cir.images import FORMATS_TEXT, ImageDecodeError, ImageTooLargeError, decode_image, sniff_image_type
+from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
                            IndexState, NotReadyError, Query, SearchResult, UnknownReferenceError,
@@ -100,8 +100,8 @@ class SearchEngine:
         self.encode_text_batch(["warm up"])
 
     # --- the steps (sync; the batchers run them on worker threads) ----------------------
-    def decode(self, data: bytes) -> torch.Tensor:
-        """Upload bytes -> model-ready (3, H, W) pixels, or a QueryError."""
+    def decode(self, data: bytes) -> Pixels:
+        """Upload bytes -> model-ready pixels (cir.pixels), or a QueryError."""
         if sniff_image_type(data) is None:
             raise UnsupportedImageError(f"the upload is not a {FORMATS_TEXT} image")
         try:
@@ -112,9 +112,9 @@ class SearchEngine:
             raise BadImageError(f"the image is truncated or corrupt: {exc}") from exc
         return self.encoder.preprocess(image)
 
-    def encode_pixel_batch(self, pixels: list[torch.Tensor]) -> list[np.ndarray]:
+    def encode_pixel_batch(self, pixels: list[Pixels]) -> list[np.ndarray]:
         """One forward pass of the image tower over preprocessed images."""
-        return list(self.encoder.encode_pixels(torch.stack(pixels)))
+        return list(self.encoder.encode_pixels(stack_pixels(pixels)))
 
     def encode_text_batch(self, texts: list[str]) -> list[tuple[np.ndarray, bool]]:
         """One forward pass of the text tower; each row with its 'was truncated' flag."""
