@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -105,6 +106,47 @@ def test_a_bad_version_is_refused_and_the_old_one_stays(world_index, tmp_path, h
             assert ("fingerprint" in forced.json()["error"]) == (how == "fingerprint")
             publish_copy(root, old, "v10-good")
             assert _wait_for(lambda: _version(client) == "v10-good")
+
+
+def _failed_reloads(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('cir_index_reloads_total{result="failed"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("how", ["binary", "directory"])
+def test_an_unreadable_current_is_a_failed_reload(world_index, tmp_path, how, caplog):
+    """A binary or folder CURRENT: 409 JSON, counted, logged once (no traceback), shown, the old version serves."""
+    root = copy_root(world_index, tmp_path / "root")
+    old = world_index["version"]
+    caplog.set_level(logging.INFO, logger="service.swap")
+    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            os.remove(root / "CURRENT")
+            if how == "binary":
+                (root / "CURRENT").write_bytes(b"\xff\xfe\x00\x81\x00garbage")
+            else:
+                (root / "CURRENT").mkdir()
+            assert _wait_for(lambda: _failed_reloads(client) == 1)
+            time.sleep(0.5)  # ten more watcher checks: the same error is neither counted nor logged again
+            assert _failed_reloads(client) == 1
+            forced = client.post("/admin/reload", headers={"X-API-Key": API_KEY})
+            assert forced.status_code == 409, forced.text
+            assert forced.json()["status"] == "failed" and forced.json()["version"] == old
+            assert "CURRENT" in forced.json()["error"] and " at 0x" not in forced.json()["error"]
+            assert _failed_reloads(client) == 2  # an explicit reload always counts
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["index_version"] == old
+            assert "CURRENT" in ready.json()["last_reload_error"]
+            assert client.get("/info").json()["last_reload_error"] == ready.json()["last_reload_error"]
+            r = client.post("/search", data={"text": "red"})
+            assert r.status_code == 200 and r.json()["index_version"] == old
+            shutil.rmtree(root / "CURRENT") if how == "directory" else os.remove(root / "CURRENT")
+            IndexRoot(root).publish(old)  # repaired: the error is over
+            assert _wait_for(lambda: client.get("/readyz").json()["last_reload_error"] is None)
+    failures = [r for r in caplog.records if r.name == "service.swap" and r.levelno >= logging.ERROR]
+    assert len(failures) == 2 and all(r.exc_info is None for r in failures)
 
 
 def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path):
