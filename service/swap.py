@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from cir.errors import error_text
@@ -38,6 +39,20 @@ class ReloadOutcome:
     error: str | None = None
 
 
+def unpublished_reason(root: Path) -> str | None:
+    """Why `root` has nothing to serve yet (no folder, no published version), or None when it has a version."""
+    if not root.is_dir():
+        return f"index root {root} is not a directory"
+    try:
+        if IndexRoot(root).current_version() is not None:
+            return None
+    except IndexStoreError:
+        return None  # a version is published but unreadable: loading it reports why
+    what = "versions but no CURRENT" if IndexRoot(root).versions() else "no CURRENT and no versions/"
+    return (f"{root} is not a published index root ({what}): build one with `cir index build --out {root}`, "
+            "or pass --wait-for-index (CIR_WAIT_FOR_INDEX=1) to start unready and serve the first version published")
+
+
 class IndexManager:
     """Owns the encoder, the engine and the index versions of one index root."""
 
@@ -46,7 +61,7 @@ class IndexManager:
                  on_failure: Callable[[str, str], None] | None = None):
         if settings.index is None:
             raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
-        if not settings.index.is_dir():
+        if not settings.wait_for_index and not settings.index.is_dir():
             raise ValueError(f"index root {settings.index} is not a directory")
         self.settings = settings
         self.root = IndexRoot(settings.index)
@@ -65,12 +80,14 @@ class IndexManager:
         return self.engine is not None and self.engine.state is not None
 
     async def start(self) -> None:
-        """Load the current version (if CURRENT exists yet) and start watching."""
+        """Load the current version and start watching (with wait_for_index, also before one is published)."""
+        if not self.settings.wait_for_index and (reason := unpublished_reason(self.settings.index)):
+            raise IndexLoadError(reason)
         outcome = await self.reload(force=True)
         if outcome.status == "failed":
             raise IndexLoadError(outcome.error)
         if outcome.status == "no_version":
-            log.warning("%s has no CURRENT version yet; not ready until one is published", self.settings.index)
+            log.warning("%s has no published version yet; not ready until one is published", self.settings.index)
         if self.settings.reload_interval_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="cir-index-watch")
 

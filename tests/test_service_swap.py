@@ -152,7 +152,7 @@ def test_an_unreadable_current_is_a_failed_reload(world_index, tmp_path, how, ca
 def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path):
     root = copy_root(world_index, tmp_path / "root")
     os.remove(root / "CURRENT")
-    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+    with LiveServer(server_settings(root, reload_interval_s=0.05, wait_for_index=True)) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.get("/healthz").status_code == 200
             assert client.get("/readyz").status_code == 503
@@ -161,6 +161,38 @@ def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path
             assert client.get("/info").status_code == 503
             assert client.get(f"/images/{world_index['ids'][0]}").status_code == 503
             IndexRoot(root).publish(world_index["version"])
+            assert _wait_for(lambda: _version(client) == world_index["version"])
+            assert client.post("/search", data={"text": "red"}).status_code == 200
+
+
+def test_no_index_root_fails_the_start_unless_waiting(world_index, tmp_path, capsys):
+    """A folder that is no index root (or has nothing published) is an error at start, exit 2."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    unpublished = copy_root(world_index, tmp_path / "unpublished")
+    os.remove(unpublished / "CURRENT")
+    for root, what in ((empty, "no CURRENT and no versions/"), (unpublished, "versions but no CURRENT")):
+        capsys.readouterr()
+        assert serve_main(["--index", str(root), "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "--wait-for-index" in err and err.count("\n") == 1
+        with pytest.raises(RuntimeError):  # the app itself refuses too (lifespan start-up fails)
+            LiveServer(server_settings(root)).__enter__()
+    assert load_settings(["--index", str(empty), "--wait-for-index"]).wait_for_index is True
+
+
+def test_waits_for_an_index_root_that_appears_later(world_index, tmp_path, monkeypatch):
+    """--wait-for-index (CIR_WAIT_FOR_INDEX): the index job may create and publish the root after the start."""
+    later = tmp_path / "later"
+    monkeypatch.setenv("CIR_WAIT_FOR_INDEX", "1")
+    assert load_settings(["--index", str(later)]).wait_for_index is True
+    with LiveServer(server_settings(later, reload_interval_s=0.05, wait_for_index=True)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            r = client.get("/readyz")
+            assert r.status_code == 503 and r.json()["status"] == "not_ready"
+            # what the index job does: the version folder first, then CURRENT
+            shutil.copytree(world_index["root"], later, ignore=shutil.ignore_patterns("CURRENT"))
+            IndexRoot(later).publish(world_index["version"])
             assert _wait_for(lambda: _version(client) == world_index["version"])
             assert client.post("/search", data={"text": "red"}).status_code == 200
 
