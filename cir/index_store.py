@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -32,6 +34,7 @@ ITEMS_FILE = "items.sqlite"
 EMBEDDINGS_FILE = "embeddings.npy"
 INDEX_VECTORS_FILE = "index_vectors.npy"
 REPORT_FILE = "report.json"
+MAX_CURRENT_BYTES = 1024  # CURRENT holds one version name
 ITEM_COLUMNS = ("row", "id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata")
 
 
@@ -46,11 +49,24 @@ class IndexRoot:
         self.root = Path(root)
 
     def current_version(self) -> str | None:
-        """The published version named in ROOT/CURRENT, or None."""
+        """The published version named in ROOT/CURRENT, or None; IndexStoreError if CURRENT is unreadable."""
+        path = self.root / CURRENT
         try:
-            name = (self.root / CURRENT).read_text().strip()
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, FIFO or device would fail or hang a read
+                raise IndexStoreError(f"{path} is not a regular file")
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_CURRENT_BYTES + 1)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise IndexStoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            name = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise IndexStoreError(f"{path} is not a text file naming a version") from None
+        simple = name.isprintable() and "/" not in name and "\\" not in name and name not in (".", "..")
+        if len(data) > MAX_CURRENT_BYTES or not simple:
+            raise IndexStoreError(f"{path} does not name a version folder: {name[:80]!r}")
         return name or None
 
     def version_dir(self, version: str) -> Path:

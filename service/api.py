@@ -144,8 +144,10 @@ async def healthz(request: Request) -> schemas.Status:
 async def readyz(request: Request):
     manager = manager_of(request)
     if manager.ready:
-        return schemas.Status(status="ready", index_version=manager.engine.state.version)
-    body = schemas.Status(status="not_ready", detail=manager.last_error or "model and index not loaded yet")
+        return schemas.Status(status="ready", index_version=manager.engine.state.version,
+                              last_reload_error=manager.last_error)
+    body = schemas.Status(status="not_ready", detail=manager.last_error or "model and index not loaded yet",
+                          last_reload_error=manager.last_error)
     return JSONResponse(body.model_dump(), status_code=503)
 
 
@@ -159,7 +161,7 @@ async def info(request: Request) -> schemas.Info:
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=MAX_K, text_max_tokens=enc.text_max_length,
-                        manifest=m)
+                        manifest=m, last_reload_error=manager_of(request).last_error)
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",

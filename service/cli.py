@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.settings import Settings
+from service.swap import unpublished_reason
 
 DESCRIPTION = """\
 Serve composed image retrieval over HTTP: POST /search (multipart: image or reference_id, text,
@@ -24,6 +25,8 @@ The API key (for /admin/reload) is read from CIR_API_KEY only, so it never shows
 # (flag, settings field, type, help)
 OPTIONS = [
     ("--index", "index", str, "index root holding CURRENT and versions/ (required)"),
+    ("--wait-for-index", "wait_for_index", bool,
+     "start even if the index root has no published version (or does not exist) yet, unready until one is"),
     ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
     ("--port", "port", int, "port (default 8000)"),
     ("--model", "model", str, "model override (default: the model named in the index manifest)"),
@@ -54,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cir serve", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, kind, text in OPTIONS:
-        p.add_argument(flag, dest=field, type=kind, default=None, help=f"{text} [CIR_{field.upper()}]")
+        how = {"action": "store_true"} if kind is bool else {"type": kind}
+        p.add_argument(flag, dest=field, default=None, help=f"{text} [CIR_{field.upper()}]", **how)
     return p
 
 
@@ -79,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if settings.index is None:
         print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
         return 2
-    if not settings.index.is_dir():
-        print(f"cir serve: error: index root {settings.index} is not a directory", file=sys.stderr)
+    if not settings.wait_for_index and (reason := unpublished_reason(settings.index)):
+        print(f"cir serve: error: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,

@@ -60,12 +60,14 @@ class Info(BaseModel):
     max_k: int
     text_max_tokens: int
     manifest: dict[str, Any]
+    last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 
 
 class Status(BaseModel):
     status: str
     index_version: str | None = None
     detail: str | None = None
+    last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 
 
 class ReloadResponse(BaseModel):

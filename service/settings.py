@@ -19,6 +19,8 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True)
 
     index: Path | None = Field(None, description="index root (holds CURRENT and versions/)")
+    wait_for_index: bool = Field(False, description="start unready on a root with no published version "
+                                                    "(or no folder yet) and serve the first one published")
     model: str | None = Field(None, description="model override; default: the model in the index manifest")
     adapter: str | None = Field(None, description="LoRA adapter override; default: the manifest's adapter")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, ...")

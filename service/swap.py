@@ -13,9 +13,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from cir.index_store import IndexRoot, load_version
+from cir.errors import error_text
+from cir.index_store import IndexRoot, IndexStoreError, load_version
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -37,6 +39,20 @@ class ReloadOutcome:
     error: str | None = None
 
 
+def unpublished_reason(root: Path) -> str | None:
+    """Why `root` has nothing to serve yet (no folder, no published version), or None when it has a version."""
+    if not root.is_dir():
+        return f"index root {root} is not a directory"
+    try:
+        if IndexRoot(root).current_version() is not None:
+            return None
+    except IndexStoreError:
+        return None  # a version is published but unreadable: loading it reports why
+    what = "versions but no CURRENT" if IndexRoot(root).versions() else "no CURRENT and no versions/"
+    return (f"{root} is not a published index root ({what}): build one with `cir index build --out {root}`, "
+            "or pass --wait-for-index (CIR_WAIT_FOR_INDEX=1) to start unready and serve the first version published")
+
+
 class IndexManager:
     """Owns the encoder, the engine and the index versions of one index root."""
 
@@ -45,7 +61,7 @@ class IndexManager:
                  on_failure: Callable[[str, str], None] | None = None):
         if settings.index is None:
             raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
-        if not settings.index.is_dir():
+        if not settings.wait_for_index and not settings.index.is_dir():
             raise ValueError(f"index root {settings.index} is not a directory")
         self.settings = settings
         self.root = IndexRoot(settings.index)
@@ -64,12 +80,14 @@ class IndexManager:
         return self.engine is not None and self.engine.state is not None
 
     async def start(self) -> None:
-        """Load the current version (if CURRENT exists yet) and start watching."""
+        """Load the current version and start watching (with wait_for_index, also before one is published)."""
+        if not self.settings.wait_for_index and (reason := unpublished_reason(self.settings.index)):
+            raise IndexLoadError(reason)
         outcome = await self.reload(force=True)
         if outcome.status == "failed":
             raise IndexLoadError(outcome.error)
         if outcome.status == "no_version":
-            log.warning("%s has no CURRENT version yet; not ready until one is published", self.settings.index)
+            log.warning("%s has no published version yet; not ready until one is published", self.settings.index)
         if self.settings.reload_interval_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="cir-index-watch")
 
@@ -85,32 +103,37 @@ class IndexManager:
             await self.engine.stop()
 
     async def _watch(self) -> None:
+        last = None
         while True:
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
                 await self.reload(force=False)
-            except Exception:  # noqa: BLE001 - the watcher must survive anything
-                log.exception("index watcher check failed")
+                last = None
+            except Exception as exc:  # noqa: BLE001 - the watcher must survive anything
+                if error_text(exc) != last:  # one log line per distinct error, not one per interval
+                    log.exception("index watcher check failed")
+                last = error_text(exc)
 
     async def reload(self, force: bool = False) -> ReloadOutcome:
         """Load ROOT/CURRENT if it changed (or always, when forced) and swap it in."""
         async with self._lock:
             running = self.engine.state.version if self.ready else None
-            version = await asyncio.to_thread(self.root.current_version)
+            try:
+                version = await asyncio.to_thread(self.root.current_version)
+            except IndexStoreError as exc:  # CURRENT is a folder, binary, unreadable, ...
+                return self._failed(None, running, error_text(exc), force)
             if version is None:
                 return ReloadOutcome("no_version", running, running)
-            if not force and (version == running or version == self.failed_version):
+            if not force and version == running:
+                self.last_error = None  # CURRENT names what is served: any earlier failure is over
+                return ReloadOutcome("unchanged", running, running)
+            if not force and version == self.failed_version:
                 return ReloadOutcome("unchanged", running, running)
             t0 = time.perf_counter()
             try:
                 state = await asyncio.to_thread(self._load, version)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old version
-                self.failed_version, self.last_error = version, f"{type(exc).__name__}: {exc}"
-                log.error("index version %s not loaded (still serving %s): %s", version, running or "nothing",
-                          self.last_error)
-                if self.on_failure is not None:
-                    self.on_failure(version, self.last_error)
-                return ReloadOutcome("failed", running, running, self.last_error)
+                return self._failed(version, running, error_text(exc), force)
             if self.engine is None:
                 await self._start_engine(state)
             self.engine.swap(state)
@@ -120,6 +143,17 @@ class IndexManager:
             if self.on_swap is not None:
                 self.on_swap(state)
             return ReloadOutcome("swapped", version, running)
+
+    def _failed(self, version: str | None, running: str | None, error: str, force: bool) -> ReloadOutcome:
+        """Keep the old version and remember why; log and count a failure once, not on every watcher check."""
+        repeated = not force and (version, error) == (self.failed_version, self.last_error)
+        self.failed_version, self.last_error = version, error
+        if not repeated:
+            log.error("index version %s not loaded (still serving %s): %s", version or "in CURRENT",
+                      running or "nothing", error)
+            if self.on_failure is not None:
+                self.on_failure(version or "", error)
+        return ReloadOutcome("failed", running, running, error)
 
     def _load(self, version: str) -> IndexState:
         """Load one version on a worker thread and check it fits the encoder (loading that first if needed)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import faiss
 import numpy as np
@@ -94,3 +95,31 @@ def test_missing_or_inconsistent_versions(tmp_path, vectors):
         store.load_version(tmp_path, "v1")
     with pytest.raises(store.IndexStoreError):
         store.load_version(tmp_path, "v9")
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("dir", "not a regular file"),
+    ("fifo", "not a regular file"),
+    (b"\xff\xfe\x00\x81binary", "not a text file"),
+    (b"../../etc\n", "does not name a version folder"),
+    (b"v1\nv2\n", "does not name a version folder"),
+    (b"v" * 5000, "does not name a version folder"),
+])
+def test_an_unreadable_current_is_a_clear_error(tmp_path, content, problem):
+    current = tmp_path / store.CURRENT
+    if content == "dir":
+        current.mkdir()
+    elif content == "fifo":
+        os.mkfifo(current)  # reading it would block forever
+    else:
+        current.write_bytes(content)
+    with pytest.raises(store.IndexStoreError, match=problem):
+        store.IndexRoot(tmp_path).current_version()
+
+
+def test_a_missing_or_empty_current_is_no_version(tmp_path):
+    assert store.IndexRoot(tmp_path).current_version() is None
+    (tmp_path / store.CURRENT).write_text("\n")
+    assert store.IndexRoot(tmp_path).current_version() is None
+    (tmp_path / store.CURRENT).write_text(" v000001-x \n")
+    assert store.IndexRoot(tmp_path).current_version() == "v000001-x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -107,10 +108,51 @@ def test_a_bad_version_is_refused_and_the_old_one_stays(world_index, tmp_path, h
             assert _wait_for(lambda: _version(client) == "v10-good")
 
 
+def _failed_reloads(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('cir_index_reloads_total{result="failed"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("how", ["binary", "directory"])
+def test_an_unreadable_current_is_a_failed_reload(world_index, tmp_path, how, caplog):
+    """A binary or folder CURRENT: 409 JSON, counted, logged once (no traceback), shown, the old version serves."""
+    root = copy_root(world_index, tmp_path / "root")
+    old = world_index["version"]
+    caplog.set_level(logging.INFO, logger="service.swap")
+    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            os.remove(root / "CURRENT")
+            if how == "binary":
+                (root / "CURRENT").write_bytes(b"\xff\xfe\x00\x81\x00garbage")
+            else:
+                (root / "CURRENT").mkdir()
+            assert _wait_for(lambda: _failed_reloads(client) == 1)
+            time.sleep(0.5)  # ten more watcher checks: the same error is neither counted nor logged again
+            assert _failed_reloads(client) == 1
+            forced = client.post("/admin/reload", headers={"X-API-Key": API_KEY})
+            assert forced.status_code == 409, forced.text
+            assert forced.json()["status"] == "failed" and forced.json()["version"] == old
+            assert "CURRENT" in forced.json()["error"] and " at 0x" not in forced.json()["error"]
+            assert _failed_reloads(client) == 2  # an explicit reload always counts
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["index_version"] == old
+            assert "CURRENT" in ready.json()["last_reload_error"]
+            assert client.get("/info").json()["last_reload_error"] == ready.json()["last_reload_error"]
+            r = client.post("/search", data={"text": "red"})
+            assert r.status_code == 200 and r.json()["index_version"] == old
+            shutil.rmtree(root / "CURRENT") if how == "directory" else os.remove(root / "CURRENT")
+            IndexRoot(root).publish(old)  # repaired: the error is over
+            assert _wait_for(lambda: client.get("/readyz").json()["last_reload_error"] is None)
+    failures = [r for r in caplog.records if r.name == "service.swap" and r.levelno >= logging.ERROR]
+    assert len(failures) == 2 and all(r.exc_info is None for r in failures)
+
+
 def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path):
     root = copy_root(world_index, tmp_path / "root")
     os.remove(root / "CURRENT")
-    with LiveServer(server_settings(root, reload_interval_s=0.05)) as server:
+    with LiveServer(server_settings(root, reload_interval_s=0.05, wait_for_index=True)) as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert client.get("/healthz").status_code == 200
             assert client.get("/readyz").status_code == 503
@@ -119,6 +161,38 @@ def test_starts_unready_without_an_index_then_picks_one_up(world_index, tmp_path
             assert client.get("/info").status_code == 503
             assert client.get(f"/images/{world_index['ids'][0]}").status_code == 503
             IndexRoot(root).publish(world_index["version"])
+            assert _wait_for(lambda: _version(client) == world_index["version"])
+            assert client.post("/search", data={"text": "red"}).status_code == 200
+
+
+def test_no_index_root_fails_the_start_unless_waiting(world_index, tmp_path, capsys):
+    """A folder that is no index root (or has nothing published) is an error at start, exit 2."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    unpublished = copy_root(world_index, tmp_path / "unpublished")
+    os.remove(unpublished / "CURRENT")
+    for root, what in ((empty, "no CURRENT and no versions/"), (unpublished, "versions but no CURRENT")):
+        capsys.readouterr()
+        assert serve_main(["--index", str(root), "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "--wait-for-index" in err and err.count("\n") == 1
+        with pytest.raises(RuntimeError):  # the app itself refuses too (lifespan start-up fails)
+            LiveServer(server_settings(root)).__enter__()
+    assert load_settings(["--index", str(empty), "--wait-for-index"]).wait_for_index is True
+
+
+def test_waits_for_an_index_root_that_appears_later(world_index, tmp_path, monkeypatch):
+    """--wait-for-index (CIR_WAIT_FOR_INDEX): the index job may create and publish the root after the start."""
+    later = tmp_path / "later"
+    monkeypatch.setenv("CIR_WAIT_FOR_INDEX", "1")
+    assert load_settings(["--index", str(later)]).wait_for_index is True
+    with LiveServer(server_settings(later, reload_interval_s=0.05, wait_for_index=True)) as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            r = client.get("/readyz")
+            assert r.status_code == 503 and r.json()["status"] == "not_ready"
+            # what the index job does: the version folder first, then CURRENT
+            shutil.copytree(world_index["root"], later, ignore=shutil.ignore_patterns("CURRENT"))
+            IndexRoot(later).publish(world_index["version"])
             assert _wait_for(lambda: _version(client) == world_index["version"])
             assert client.post("/search", data={"text": "red"}).status_code == 200
 
