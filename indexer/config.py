@@ -12,7 +12,7 @@ from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
 # Text weight of a composed gallery item (slerp(image, title, B)) when --item-text is given alone.
-DEFAULT_ITEM_ALPHA = 0.3
+DEFAULT_ITEM_ALPHA = 0.1
 _FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
 
 
