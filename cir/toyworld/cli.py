@@ -8,6 +8,7 @@ import sys
 import time
 
 from cir.toyworld.spec import DEFAULT_IMAGE_SIZE
+from cir.toyworld.styles import DEFAULT_STYLE, STYLES
 from cir.toyworld.world import generate_world
 
 DESCRIPTION = """\
@@ -36,22 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training image-caption pairs, disjoint from the gallery (default 10000)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
                    help=f"image side in pixels (default {DEFAULT_IMAGE_SIZE}, what the built-in toy model reads)")
+    p.add_argument("--style", choices=STYLES, default=DEFAULT_STYLE,
+                   help="backgrounds of the renders: 'plain' flat grey, what the built-in toy model trained on "
+                        "(default); 'textured' tinted, textured, cluttered and unevenly lit backgrounds that no "
+                        "caption mentions, the same objects, captions and queries (a shifted image domain for TAT)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `cir toyworld`; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already explained on stderr
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     try:
         info = generate_world(args.out, seed=args.seed, gallery_size=args.gallery_size, n_queries=args.queries,
-                              n_captions=args.captions, image_size=args.image_size, progress=not args.quiet)
+                              n_captions=args.captions, image_size=args.image_size, progress=not args.quiet,
+                              style=args.style)
     except (ValueError, OSError) as exc:
         print(f"cir toyworld: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {info['gallery_size']} gallery renders ({info['n_cirr_images']} in the CIRR split), "
+    print(f"wrote {args.out} ({args.style}): {info['gallery_size']} gallery renders ({info['n_cirr_images']} in the CIRR split), "
           f"{info['n_queries']} queries ({info['n_heldout_queries']} with held-out targets), "
           f"{info['n_captions']} training captions in {time.perf_counter() - start:.1f} s")
     return 0

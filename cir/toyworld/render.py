@@ -3,6 +3,7 @@
 Each render of a combination differs a little (size, position, rotation, hue, stripe phase,
 pixel noise) so that no two gallery images are identical, while every attribute stays readable
 at 32 px. Drawing happens at 4x resolution and is box-filtered down, which anti-aliases edges.
+The style (cir.toyworld.styles) decides the background and the lighting only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cir.toyworld.spec import BACKGROUND, DEFAULT_IMAGE_SIZE, RGB, Attrs, to_attrs
+from cir.toyworld.styles import DEFAULT_STYLE, check_style, lighting, textured_background
 
 SUPERSAMPLE = 4
 EXTENT = {"small": 0.38, "large": 0.64}  # object diameter as a share of the canvas
@@ -89,21 +91,35 @@ def _fill(attrs: Attrs, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(attrs: Mapping[str, str] | Attrs, rng: np.random.Generator,
-           image_size: int = DEFAULT_IMAGE_SIZE) -> Image.Image:
-    """Render one object with the given attributes as an RGB image of image_size x image_size."""
+           image_size: int = DEFAULT_IMAGE_SIZE, style: str = DEFAULT_STYLE) -> Image.Image:
+    """Render one object with the given attributes as an RGB image of image_size x image_size.
+
+    A non-plain style draws its background and lighting from a child stream (`rng.spawn`), which
+    leaves `rng` itself as a plain render leaves it: the same object, and the same caption drawn
+    from `rng` afterwards.
+    """
     a = to_attrs(attrs)
+    check_style(style)
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 px, got {image_size}")
     mask = _mask(a, image_size, rng)[..., None]
     fill = _fill(a, image_size, rng)
-    big = np.asarray(BACKGROUND, np.float32) * (1 - mask) + fill * mask
     k = SUPERSAMPLE
+    if style == "plain":
+        background, gain = np.asarray(BACKGROUND, np.float32), None
+    else:
+        style_rng = rng.spawn(1)[0]
+        background = textured_background(image_size * k, style_rng)
+        gain = lighting(image_size, style_rng)
+    big = background * (1 - mask) + fill * mask
     small = big.reshape(image_size, k, image_size, k, 3).mean(axis=(1, 3))
+    if gain is not None:
+        small *= gain
     small += rng.normal(0.0, NOISE_STD, small.shape)
     return Image.fromarray(np.clip(np.rint(small), 0, 255).astype(np.uint8), "RGB")
 
 
 def render_array(attrs: Mapping[str, str] | Attrs, rng: np.random.Generator,
-                 image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+                 image_size: int = DEFAULT_IMAGE_SIZE, style: str = DEFAULT_STYLE) -> np.ndarray:
     """Like `render` but returns the (H, W, 3) uint8 array (for in-memory training pools)."""
-    return np.asarray(render(attrs, rng, image_size))
+    return np.asarray(render(attrs, rng, image_size, style))

@@ -27,6 +27,7 @@ from cir.toyworld.queries import QuerySpec, make_queries
 from cir.toyworld.render import render
 from cir.toyworld.spec import (DEFAULT_IMAGE_SIZE, Attrs, all_combinations, is_heldout, iter_neighbours,
                                seen_combinations, spec_dict)
+from cir.toyworld.styles import DEFAULT_STYLE, check_style
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def plan_gallery(seed: int, gallery_size: int) -> list[tuple[Attrs, bool]]:
 
 
 def render_gallery(root: Path, seed: int, plan: list[tuple[Attrs, bool]], image_size: int,
-                   progress: bool) -> list[GalleryItem]:
+                   progress: bool, style: str = DEFAULT_STYLE) -> list[GalleryItem]:
     """Render the gallery into the CIRCO image folder (and the CIRR one for canonical renders)."""
     (root / layouts.CIRCO_IMAGES).mkdir(parents=True, exist_ok=True)
     (root / layouts.CIRR_IMAGES).mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def render_gallery(root: Path, seed: int, plan: list[tuple[Attrs, bool]], image_
     for i, (attrs, canonical) in enumerate(tqdm(plan, desc="gallery", disable=not progress)):
         circo_id = i + 1
         item = GalleryItem(circo_id, attrs, f"{circo_id:012d}.png", f"dev-{circo_id}-0-img0" if canonical else None)
-        data = _png(render(attrs, np.random.default_rng([seed, GALLERY, i]), image_size))
+        data = _png(render(attrs, np.random.default_rng([seed, GALLERY, i]), image_size, style))
         (root / layouts.CIRCO_IMAGES / item.file_name).write_bytes(data)
         if canonical:
             (root / layouts.CIRR_IMAGES / f"{item.cirr_name}.png").write_bytes(data)
@@ -101,7 +102,8 @@ def build_queries(seed: int, gallery: list[GalleryItem], n_queries: int) -> list
     return queries
 
 
-def write_captions(root: Path, seed: int, n_captions: int, image_size: int, progress: bool) -> None:
+def write_captions(root: Path, seed: int, n_captions: int, image_size: int, progress: bool,
+                   style: str = DEFAULT_STYLE) -> None:
     """Render training image-caption pairs of seen combinations only, balanced over combinations."""
     seen = seen_combinations()
     order = np.random.default_rng([seed, CAPTION_PLAN]).permutation(n_captions) % len(seen)
@@ -111,13 +113,14 @@ def write_captions(root: Path, seed: int, n_captions: int, image_size: int, prog
         attrs = seen[order[k]]
         rng = np.random.default_rng([seed, CAPTIONS, k])
         rel = f"images/train/{k:06d}.png"
-        (root / rel).write_bytes(_png(render(attrs, rng, image_size)))
+        (root / rel).write_bytes(_png(render(attrs, rng, image_size, style)))
         cap = caption(attrs, rng)
         rows.append({"image": rel, "caption": cap.text, "mentions": cap.mentions, "attributes": attrs.as_dict()})
     layouts.write_jsonl(root / "captions.jsonl", rows)
 
 
-def _check_args(seed: int, gallery_size: int, n_queries: int, n_captions: int, image_size: int) -> None:
+def _check_args(seed: int, gallery_size: int, n_queries: int, n_captions: int, image_size: int, style: str) -> None:
+    check_style(style)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if gallery_size < 8:
@@ -137,9 +140,14 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_queries: int = 1000,
-                   n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = False) -> dict:
-    """Write a complete shapes world to `out` and return its world.json contents."""
-    _check_args(seed, gallery_size, n_queries, n_captions, image_size)
+                   n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = False,
+                   style: str = DEFAULT_STYLE) -> dict:
+    """Write a complete shapes world to `out` and return its world.json contents.
+
+    `style` changes the renders' backgrounds only (cir.toyworld.styles): the same seed gives the
+    same objects, captions and queries in every style.
+    """
+    _check_args(seed, gallery_size, n_queries, n_captions, image_size, style)
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -147,13 +155,13 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; a world is shared data
     try:
-        gallery = render_gallery(tmp, seed, plan_gallery(seed, gallery_size), image_size, progress)
+        gallery = render_gallery(tmp, seed, plan_gallery(seed, gallery_size), image_size, progress, style)
         queries = build_queries(seed, gallery, n_queries)
         layouts.write_cirr(tmp, gallery, queries)
         layouts.write_circo(tmp, gallery, queries, image_size)
         layouts.write_jsonl(tmp / "queries.jsonl", [layouts.query_record(q) for q in queries])
         layouts.write_jsonl(tmp / "gallery.jsonl", [layouts.gallery_record(g) for g in gallery])
-        write_captions(tmp, seed, n_captions, image_size, progress)
+        write_captions(tmp, seed, n_captions, image_size, progress, style)
         info = {
             "version": WORLD_VERSION, "seed": seed, "image_size": image_size, "gallery_size": gallery_size,
             "n_queries": len(queries), "n_heldout_queries": sum(q.heldout for q in queries),
@@ -161,12 +169,14 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
             "cirr_gallery": "one canonical render per combination (target_hard is unique)",
             "circo_gallery": "every render; gt_img_ids = all renders of the target combination",
             **spec_dict(),
+            # absent means plain, as in worlds written before styles existed (kept byte-identical)
+            **({"style": style} if style != DEFAULT_STYLE else {}),
         }
         layouts.write_json(tmp / "world.json", info, indent=2)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote shapes world (seed %d, %d gallery renders, %d queries, %d captions) to %s",
-             seed, gallery_size, len(queries), n_captions, out)
+    log.info("wrote %s shapes world (seed %d, %d gallery renders, %d queries, %d captions) to %s",
+             style, seed, gallery_size, len(queries), n_captions, out)
     return info
