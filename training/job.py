@@ -20,7 +20,7 @@ from training.config import TrainConfig
 from training.data import DataFormatError, PairSource, open_pairs
 from training.loss import resolve_positives
 from training.report import compare, measure
-from training.runtime import RunState
+from training.runtime import RunState, default_warmup
 from training.save import save_outputs
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     micro_total = cfg.epochs * plan.micro_per_epoch
     steps = cfg.max_steps or math.ceil(micro_total / cfg.grad_accum)
     micro_end = steps * cfg.grad_accum if cfg.max_steps else micro_total
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(0.05 * steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(steps)
     scale = _model_scale(encoder, cfg.model) if cfg.temperature is None else cfg.logit_scale
     return Job(cfg, info, Path(cfg.out).expanduser(), encoder, source, plan, mode, scale, steps, micro_end,
                min(warmup, steps))

@@ -75,6 +75,14 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
+WARMUP_SHARE = 0.05  # default warmup: this share of the steps
+
+
+def default_warmup(steps: int) -> int:
+    """The default number of warmup steps of a run of `steps` optimiser steps."""
+    return round(WARMUP_SHARE * steps)
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warmup to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
