@@ -43,6 +43,8 @@ def _status_after(page, action) -> str:
 
 def test_page_search_flow(page, world_index):
     sync_api.expect(page.locator("#info")).to_contain_text(f"{len(world_index['ids'])} images")
+    sync_api.expect(page.locator("#info")).to_contain_text(  # which model serves
+        f"model {os.path.basename(world_index['model'])} · no adapter")
     assert page.locator("#alpha").input_value() == "0.75"  # the manifest's default alpha
     page.fill("#text", "make it blue")
     reference = world_index["paths"][world_index["ids"][3]]

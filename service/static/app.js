@@ -96,13 +96,18 @@ function render(body) {
     `${t.total.toFixed(1)} ms · index ${body.index_version}${notes}`;
 }
 
+// The tail of a model id or folder path: enough to tell which one serves, without the host's layout.
+function lastParts(path, n) {
+  return path.replace(/\/+$/, "").split("/").slice(-n).join("/");
+}
+
 async function loadInfo() {
   try {
     const response = await fetch("/info");
     const info = await response.json();
     if (!response.ok) throw new Error(errorText(info, response.status));
-    $("info").textContent = `${info.count} images · model ${info.model.split("/").pop()}` +
-      `${info.adapter ? " + adapter" : ""} · index ${info.index_version}`;
+    $("info").textContent = `${info.count} images · model ${lastParts(info.model, 1)} · ` +
+      `${info.adapter ? `TAT adapter ${lastParts(info.adapter, 2)}` : "no adapter"} · index ${info.index_version}`;
     $("alpha").value = info.default_alpha;
     $("alpha-value").textContent = Number(info.default_alpha).toFixed(2);
   } catch (err) {
