@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 
 from PIL import Image, UnidentifiedImageError
 
+from cir.errors import error_text
+
 
 
 @dataclass(frozen=True)
@@ -71,19 +73,22 @@ def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
     """Fully decode bytes or a file into an RGB PIL image, or raise ImageDecodeError."""
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
-        with Image.open(source, formats=PILLOW_FORMATS) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():
+            # max_pixels is checked below from the header; Pillow's own guard (twice its warning
+            # limit) still raises DecompressionBombError while it opens a larger image.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=PILLOW_FORMATS) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
                 im.load()
-            return im.convert("RGB")
+                return im.convert("RGB")
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image is too large to decode: {error_text(exc, with_type=False)}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"not a decodable image: {error_text(exc, with_type=False)}") from exc
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -16,6 +16,7 @@ from PIL import Image
 from cir.encoder import load_encoder
 from cir.fusion import fuse
 from service.limits import BodyLimitMiddleware
+from test_images import png_header_only
 from service_fixtures import API_KEY, live_server, world_index  # noqa: F401 - fixtures
 
 ALL_IDS_K = 1000
@@ -227,6 +228,8 @@ def _bomb_png() -> bytes:
     ("gif", 415, "unsupported_image_type"),
     ("truncated", 400, "bad_image"),
     ("bomb", 400, "image_too_large"),
+    ("huge_bomb", 400, "image_too_large"),
+    ("jpeg_magic_garbage", 400, "bad_image"),
     ("k0", 422, "invalid_request"),
     ("k_big", 422, "invalid_request"),
     ("alpha_big", 422, "invalid_request"),
@@ -246,6 +249,8 @@ def test_bad_input(client, world_index, case, status, code):
         "gif": {"files": {"image": ("q.gif", gif.getvalue())}},
         "truncated": {"files": {"image": ("q.png", _truncated_png(world_index))}},
         "bomb": {"files": {"image": ("q.png", _bomb_png())}},
+        "huge_bomb": {"files": {"image": ("q.png", png_header_only(20000, 20000))}},
+        "jpeg_magic_garbage": {"files": {"image": ("q.jpg", b"\xff\xd8\xff" + b"garbage" * 10)}},
         "k0": {"text": "red", "k": 0},
         "k_big": {"text": "red", "k": 1001},
         "alpha_big": {"text": "red", "alpha": 1.5},
@@ -257,6 +262,7 @@ def test_bad_input(client, world_index, case, status, code):
     r = _search(client, **requests[case])
     assert r.status_code == status, r.text
     assert r.json()["error"] == code and r.json()["detail"]
+    assert " at 0x" not in r.text  # no Python object reprs in error details
 
 
 def test_upload_over_limit_is_refused_early(client, live_server):
