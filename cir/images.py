@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from cir.errors import error_text
 
@@ -69,8 +69,15 @@ def sniff_image_type(data: bytes) -> str | None:
     return next((f.name for f in IMAGE_FORMATS if f.sniff(data)), None)
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF Orientation (camera rotation/mirroring) applied."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image  # no orientation to apply: no copy
+
+
 def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Fully decode bytes or a file into an RGB PIL image, or raise ImageDecodeError."""
+    """Fully decode bytes or a file into an upright RGB PIL image, or raise ImageDecodeError."""
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         with warnings.catch_warnings():
@@ -82,7 +89,7 @@ def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
                 if width * height > max_pixels:
                     raise ImageTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
                 im.load()
-                return im.convert("RGB")
+                return _upright(im).convert("RGB")
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

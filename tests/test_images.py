@@ -6,8 +6,9 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from cir.errors import error_text
 from cir.images import (IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageDecodeError, ImageTooLargeError, decode_image,
@@ -71,3 +72,24 @@ def test_error_text():
     assert error_text(Boom("cannot read <_io.BytesIO object at 0x7f3a2b1c> now")) == "Boom: cannot read now"
     assert error_text(Boom("bad <Foo at 0xDEADbeef>"), with_type=False) == "bad"
     assert error_text(Boom("")) == "Boom: no details"
+
+
+def exif_rotated_jpeg(upright: Image.Image, quality: int = 95) -> bytes:
+    """What a phone camera writes: the pixels stored turned, EXIF Orientation=6 saying how to turn them back."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # the viewer turns the stored pixels 90 degrees clockwise
+    buf = io.BytesIO()
+    upright.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=quality, exif=exif)
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.new("RGB", (60, 40), (250, 250, 250))
+    upright.paste((200, 20, 20), (0, 0, 20, 20))  # a red square top left
+    image = decode_image(exif_rotated_jpeg(upright))
+    assert image.size == (60, 40)
+    diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(upright, dtype=np.int16)).mean()
+    assert diff < 6, diff
+    plain = io.BytesIO()
+    upright.save(plain, format="JPEG", quality=95)
+    assert decode_image(plain.getvalue()).size == (60, 40)  # no EXIF: untouched

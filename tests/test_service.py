@@ -16,7 +16,8 @@ from PIL import Image
 from cir.encoder import load_encoder
 from cir.fusion import fuse
 from service.limits import BodyLimitMiddleware
-from test_images import png_header_only
+from cir.images import decode_image
+from test_images import exif_rotated_jpeg, png_header_only
 from service_fixtures import API_KEY, live_server, world_index  # noqa: F401 - fixtures
 
 ALL_IDS_K = 1000
@@ -146,6 +147,20 @@ def test_text_only_and_image_only_queries(client, world_index, encoder):
     assert (text["alpha"], image["alpha"]) == (1.0, 0.0)
     chosen = _search(client, reference_id=world_index["ids"][7], text="make it red", fusion="image").json()
     assert chosen["fusion"] == "image" and chosen["alpha"] == 0.0
+
+
+def test_exif_rotated_upload_searches_like_its_upright_copy(client, world_index, encoder):
+    """A phone photo (pixels stored turned, EXIF Orientation=6) is the same query as its upright copy."""
+    upright = Image.open(io.BytesIO(_image(world_index, 9))).convert("RGB")
+    plain = io.BytesIO()
+    upright.save(plain, format="JPEG", quality=95)
+    rotated = exif_rotated_jpeg(upright)
+    v = encoder.encode_images([decode_image(rotated), decode_image(plain.getvalue())])
+    assert float(v[0] @ v[1]) > 0.99
+    hits = [[h["id"] for h in _search(client, files={"image": ("q.jpg", data, "image/jpeg")}, k=5).json()["results"]]
+            for data in (rotated, plain.getvalue())]
+    assert hits[0][0] == hits[1][0] == world_index["ids"][9]
+    assert len(set(hits[0]) & set(hits[1])) >= 4
 
 
 def test_bmp_upload_is_accepted_like_the_indexed_bmp(client, world_index):
