@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from cir.errors import error_text
 
 
 
@@ -67,23 +69,33 @@ def sniff_image_type(data: bytes) -> str | None:
     return next((f.name for f in IMAGE_FORMATS if f.sniff(data)), None)
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF Orientation (camera rotation/mirroring) applied."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image  # no orientation to apply: no copy
+
+
 def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Fully decode bytes or a file into an RGB PIL image, or raise ImageDecodeError."""
+    """Fully decode bytes or a file into an upright RGB PIL image, or raise ImageDecodeError."""
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
-        with Image.open(source, formats=PILLOW_FORMATS) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():
+            # max_pixels is checked below from the header; Pillow's own guard (twice its warning
+            # limit) still raises DecompressionBombError while it opens a larger image.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=PILLOW_FORMATS) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(f"image has {width}x{height} pixels, over the limit of {max_pixels}")
                 im.load()
-            return im.convert("RGB")
+                return _upright(im).convert("RGB")
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"not a decodable image: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image is too large to decode: {error_text(exc, with_type=False)}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"not a decodable image: {error_text(exc, with_type=False)}") from exc
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

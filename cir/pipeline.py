@@ -18,6 +18,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cir.errors import error_text
 from cir.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from cir.pixels import stack_pixels
 
@@ -63,7 +64,7 @@ class ImageFileDataset(Dataset):
             image = decode_image(data, self.max_pixels)
             pixels = self.preprocess(image)
         except (ImageDecodeError, OSError, ValueError) as exc:
-            return {"index": i, "error": f"{type(exc).__name__}: {exc}"}
+            return {"index": i, "error": error_text(exc)}
         digest = hashlib.sha256(data).hexdigest() if self.hash_files else None
         return {"index": i, "pixels": pixels, "size": image.size, "sha256": digest}
 

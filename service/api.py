@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.convertors import Convertor, register_url_convertor
 
 from cir.fusion import FUSIONS
 from cir.images import FORMATS_TEXT, ImageDecodeError
@@ -21,6 +22,7 @@ from cir.search import engine as eng
 from cir.search import query as q
 from service import schemas
 from service.swap import IndexManager
+from service.thumbs import thumb_size
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_K = 1000
@@ -72,7 +74,7 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 def _hit(hit: q.Hit) -> schemas.Hit:
     item = hit.item
-    return schemas.Hit(id=hit.id, score=hit.score, rank=hit.rank, image_url=f"/images/{quote(hit.id, safe='')}",
+    return schemas.Hit(id=hit.id, score=hit.score, rank=hit.rank, image_url=image_url(hit.id),
                        width=item.get("width"), height=item.get("height"), metadata=item.get("metadata") or {})
 
 
@@ -109,12 +111,34 @@ async def search(
                                   warnings=warnings, timings_ms=schemas.Timings(**result.timings_ms))
 
 
-@router.get("/images/{item_id:path}", tags=["gallery"], response_class=FileResponse,
+class _AnyPath(Convertor):
+    """Like Starlette's `path`, but across newlines too: a gallery id may hold any character."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
+
+
+def image_url(item_id: str) -> str:
+    """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
+    return f"/images/{quote(item_id, safe='')}"
+
+
+@router.get("/images/{item_id:anypath}", tags=["gallery"], response_class=FileResponse,
             responses={200: {"content": {"image/*": {}}}, 404: {"model": schemas.ErrorBody},
                        422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}},
             summary="A gallery image by id (resolved through the index's items table only)")
 async def gallery_image(request: Request, item_id: str,
-                        size: int | None = Query(None, ge=16, le=1024, description="thumbnail side in pixels")):
+                        size: int | None = Query(None, ge=16, le=1024,
+                                                 description="thumbnail: longest side at least this many pixels "
+                                                             "(rounded up to 64, 128, 256, 512 or 1024)")):
     state = ready_engine(request).state
     item = await asyncio.to_thread(state.index.item, item_id)
     if not item or not Path(item.get("path", "")).is_file():
@@ -122,7 +146,7 @@ async def gallery_image(request: Request, item_id: str,
     headers = {"Cache-Control": "public, max-age=300"}
     if item.get("sha256"):
         headers["ETag"] = f'"{item["sha256"]}"'
-    if size is None or max(item.get("width") or 0, item.get("height") or 0) <= size:
+    if size is None or max(item.get("width") or 0, item.get("height") or 0) <= thumb_size(size):
         # already small enough: the original is the thumbnail
         media = mimetypes.guess_type(item["path"])[0] or "application/octet-stream"
         return FileResponse(item["path"], media_type=media, headers=headers)
@@ -130,7 +154,7 @@ async def gallery_image(request: Request, item_id: str,
         thumb = await asyncio.to_thread(request.app.state.thumbs.get, item, size)
     except ImageDecodeError as exc:
         raise HTTPException(404, f"gallery image {item_id!r} cannot be read: {exc}") from exc
-    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+    return Response(thumb, media_type="image/jpeg", headers=headers)
 
 
 @router.get("/healthz", response_model=schemas.Status, tags=["ops"], summary="Liveness: the process answers")

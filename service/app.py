@@ -92,7 +92,9 @@ def _lifespan(settings: Settings, metrics: Metrics):
         own_thumbs = settings.thumb_cache is None
         thumb_dir = tempfile.mkdtemp(prefix="cir-thumbs-") if own_thumbs else settings.thumb_cache
         # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
-        app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS))
+        app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
+                                          max_bytes=int(settings.thumb_cache_mb * 2**20),
+                                          max_files=settings.thumb_cache_files)
         manager = IndexManager(settings, make_engine, on_swap=swapped,
                                on_failure=lambda version, error: metrics.index_failed())
         app.state.manager = manager

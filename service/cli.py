@@ -48,6 +48,8 @@ OPTIONS = [
     ("--default-alpha", "default_alpha", float, "text weight when a request gives none (default: manifest, else 0.8)"),
     ("--default-fusion", "default_fusion", str, "fusion when a request gives none (default slerp)"),
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
+    ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
+    ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
 ]
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     default_alpha: float | None = Field(None, ge=0, le=1, description="text weight when a request gives none")
     default_fusion: str = "slerp"
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
+    thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
+    thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
 
     @field_validator("default_fusion")
     @classmethod

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
-from cir.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageDecodeError, decode_image, sniff_image_type
+from cir.errors import error_text
+from cir.images import (IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageDecodeError, ImageTooLargeError, decode_image,
+                        sniff_image_type)
 
 
 def _encoded(fmt: str, size=(40, 30), mode="RGB") -> bytes:
@@ -38,3 +43,53 @@ def test_formats_outside_the_list_are_not_decoded():
         decode_image(_encoded("GIF"))
     with pytest.raises(ImageDecodeError):
         decode_image(_encoded("TIFF"))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels in a few bytes (a decompression bomb's header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [7000, 20000])
+def test_decompression_bombs_are_too_large_not_corrupt(side):
+    """Under Pillow's own guard our limit fires; far over it Pillow's fires while opening: both 'too large'."""
+    with pytest.raises(ImageTooLargeError):
+        decode_image(png_header_only(side, side), max_pixels=40_000_000)
+
+
+def test_decode_errors_carry_no_object_reprs():
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(b"\xff\xd8\xff" + b"garbage" * 10)  # sniffs as JPEG, no plugin can read it
+    assert " at 0x" not in str(info.value) and "cannot identify image file" in str(info.value)
+
+
+def test_error_text():
+    class Boom(Exception):
+        pass
+    assert error_text(Boom("cannot read <_io.BytesIO object at 0x7f3a2b1c> now")) == "Boom: cannot read now"
+    assert error_text(Boom("bad <Foo at 0xDEADbeef>"), with_type=False) == "bad"
+    assert error_text(Boom("")) == "Boom: no details"
+
+
+def exif_rotated_jpeg(upright: Image.Image, quality: int = 95) -> bytes:
+    """What a phone camera writes: the pixels stored turned, EXIF Orientation=6 saying how to turn them back."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # the viewer turns the stored pixels 90 degrees clockwise
+    buf = io.BytesIO()
+    upright.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=quality, exif=exif)
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.new("RGB", (60, 40), (250, 250, 250))
+    upright.paste((200, 20, 20), (0, 0, 20, 20))  # a red square top left
+    image = decode_image(exif_rotated_jpeg(upright))
+    assert image.size == (60, 40)
+    diff = np.abs(np.asarray(image, dtype=np.int16) - np.asarray(upright, dtype=np.int16)).mean()
+    assert diff < 6, diff
+    plain = io.BytesIO()
+    upright.save(plain, format="JPEG", quality=95)
+    assert decode_image(plain.getvalue()).size == (60, 40)  # no EXIF: untouched

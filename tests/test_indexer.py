@@ -75,6 +75,7 @@ def test_cli_build_folder(tmp_path, tiny_clip_dir, encoder, capsys):
     report = json.loads((loaded._dir / store.REPORT_FILE).read_text())
     assert sorted(s["id"] for s in report["skipped"]) == ["corrupt.jpg", "text.png"]
     assert all(s["reason"] for s in report["skipped"])
+    assert not any(" at 0x" in s["reason"] for s in report["skipped"]), report["skipped"]  # no object reprs
     assert main(["info", str(tmp_path / "root")]) == 0
     assert "corrupt.jpg" in capsys.readouterr().out
     assert not (tmp_path / "root" / STAGING).exists()
