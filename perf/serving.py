@@ -45,11 +45,11 @@ VIT_B32 = ArchConfig(image_size=224, patch_size=32, width=768, vision_layers=12,
                      projection_dim=512, max_text_len=77)
 
 
-def make_vit_b32(out: Path) -> str:
-    """Save a randomly initialised ViT-B/32-sized CLIP (toy tokenizer) to `out`, once."""
+def make_vit_b32(out: Path, tokenizer=None) -> str:
+    """Save a randomly initialised ViT-B/32-sized CLIP (default: the toy tokenizer) to `out`, once."""
     if not (out / "config.json").is_file():
         torch.manual_seed(0)
-        tokenizer = build_tokenizer(VIT_B32.max_text_len)
+        tokenizer = build_tokenizer(VIT_B32.max_text_len) if tokenizer is None else tokenizer
         build_model(VIT_B32, len(tokenizer)).save_pretrained(out)
         tokenizer.save_pretrained(out)
         build_image_processor(VIT_B32.image_size).save_pretrained(out)
