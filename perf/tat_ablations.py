@@ -33,12 +33,13 @@ from peft import LoraConfig, get_peft_model
 
 import cir.benchmarks
 from cir.encoder import load_encoder, pooled_output
+from cir.families import FAMILIES, in_tower, text_prefixes, vision_prefixes
 from cir.fusion import l2_normalize
 from cir.toyworld import generate_world
 from training.batches import Chunks, PairBatches, Plan, auto_holdout, make_loader
-from training.config import DEFAULT_TARGETS, PAPER_TEMPERATURE, POSITIVES, TrainConfig
+from training.config import PAPER_TEMPERATURE, POSITIVES, TrainConfig
 from training.data import open_pairs
-from training.lora import in_vision_tower, select_targets, set_lora_train_mode, target_regex, vision_prefixes
+from training.lora import select_targets, set_lora_train_mode, target_regex
 from training.loss import contrastive_loss, positives_matrix, resolve_positives
 from training.report import measure_gap
 from training.runtime import default_warmup, lr_factor, seed_everything
@@ -81,9 +82,9 @@ def ensure_world(path: Path, seed: int, style: str, **sizes) -> Path:
 def text_targets(model: torch.nn.Module, targets) -> list[str]:
     """Text-tower Linear modules whose leaf name is one of `targets` (image names mapped to text ones)."""
     leaves = {TEXT_NAMES.get(t, t) for t in targets}
-    prefixes = vision_prefixes(model)
+    prefixes = text_prefixes(model)
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-            and not in_vision_tower(n, prefixes) and n.rpartition(".")[2] in leaves]
+            and in_tower(n, prefixes) and n.rpartition(".")[2] in leaves]
 
 
 def prepare(model: torch.nn.Module, variant: Variant, args) -> torch.nn.Module:
@@ -100,7 +101,7 @@ def prepare(model: torch.nn.Module, variant: Variant, args) -> torch.nn.Module:
     if variant.vision == "full":
         prefixes = vision_prefixes(model)
         for n, p in model.named_parameters():
-            p.requires_grad_(in_vision_tower(n, prefixes))
+            p.requires_grad_(in_tower(n, prefixes))
     return model
 
 
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
     p.add_argument("--lora-alpha", type=float, default=TrainConfig.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=TrainConfig.lora_dropout)
-    p.add_argument("--lora-targets", type=lambda s: tuple(s.split(",")), default=DEFAULT_TARGETS)
+    p.add_argument("--lora-targets", type=lambda s: tuple(s.split(",")), default=FAMILIES["clip"].lora_targets)  # the toy model is a CLIP
     p.add_argument("--temperature", type=float, default=PAPER_TEMPERATURE)
     p.add_argument("--positives", choices=POSITIVES, default="auto")
     p.add_argument("--seed", type=int, default=0)
