@@ -136,8 +136,10 @@ def iter_items(path: str | Path) -> Iterator[dict]:
 
 
 def apply_search_params(index, params: dict | None) -> None:
-    """Set a version's recorded search parameters (efSearch, nprobe) on a loaded index."""
-    space = faiss.ParameterSpace()
+    """Set a version's recorded search parameters (efSearch, nprobe) on a loaded index (CPU or GPU)."""
+    # ParameterSpace only knows CPU index classes; a faiss-gpu index needs GpuParameterSpace.
+    on_gpu = type(index).__name__.startswith("Gpu") and hasattr(faiss, "GpuParameterSpace")
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
     for name, value in (params or {}).items():
         space.set_index_parameter(index, name, value)
 

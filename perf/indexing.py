@@ -116,9 +116,8 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure the three rates on one generated gallery and print the summary."""
-    args = parse_args(argv)
+def measure(args) -> dict:
+    """The three rates on one generated gallery (args as parse_args gives them) and their ratio."""
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="cir-bench-indexer-"))
     try:
@@ -136,16 +135,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     slower = min(decode, encode)
-    summary = {"model": "synthetic-vitb32" if args.synthetic_vitb32 else args.model, "device": str(encoder.device),
-               "dtype": str(encoder.autocast_dtype or "float32"), "images": args.images, "batch_size": args.batch_size,
-               "workers": args.workers, "decode_images_per_s": round(decode, 1), "encode_images_per_s": round(encode, 1),
-               "indexer_images_per_s": result.images_per_s, "ratio_to_slower_stage": round(result.images_per_s / slower, 3),
-               "end_to_end_seconds": result.seconds}
+    return {"model": "synthetic-vitb32" if args.synthetic_vitb32 else args.model, "device": str(encoder.device),
+            "dtype": str(encoder.autocast_dtype or "float32"), "images": args.images, "image_size": args.image_size,
+            "batch_size": args.batch_size, "workers": args.workers, "decode_images_per_s": round(decode, 1),
+            "encode_images_per_s": round(encode, 1), "indexer_images_per_s": result.images_per_s,
+            "ratio_to_slower_stage": round(result.images_per_s / slower, 3),
+            "slower_stage": "decode" if decode < encode else "encode", "end_to_end_seconds": result.seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the three rates on one generated gallery and print the summary."""
+    args = parse_args(argv)
+    summary = measure(args)
+    decode, encode = summary["decode_images_per_s"], summary["encode_images_per_s"]
     print(f"{summary['model']} on {summary['device']} ({summary['dtype']}), {args.images} images {args.image_size}, "
           f"batch {args.batch_size}, {args.workers} workers:\n"
           f"  decode+preprocess alone {decode:9.1f} images/s\n  encoder forward alone   {encode:9.1f} images/s\n"
-          f"  indexer (overlapped)    {result.images_per_s:9.1f} images/s\n"
-          f"  ratio to the slower stage ({'decode' if decode < encode else 'encode'}): "
+          f"  indexer (overlapped)    {summary['indexer_images_per_s']:9.1f} images/s\n"
+          f"  ratio to the slower stage ({summary['slower_stage']}): "
           f"{summary['ratio_to_slower_stage']:.2f} (goal >= 0.8)")
     if args.json:
         print(json.dumps(summary))

@@ -41,7 +41,13 @@ ARCHS = {  # width, layers, patch, image GFLOPs per 224 px image (METHOD.md sect
 }
 WORDS = ("a photo of red blue green big small circle square dog cat on the left right top bottom "
          "with stripes and two three house car tree sky").split()
-PEAK_TFLOPS = {"H100": 990.0, "H200": 990.0}
+# Dense bf16 peak TFLOP/s by device name, most specific first (H100 = SXM); others report achieved TFLOP/s only.
+PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+
+def peak_tflops(device: str) -> float | None:
+    """The device's dense bf16 peak, if it is in PEAK_TFLOPS."""
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device), None)
 
 
 def make_model(out: Path, arch: str) -> Path:
@@ -137,7 +143,7 @@ def main(argv=None) -> int:
     print(f"device: {device}; batch {args.batch_size}; {args.workers} workers")
     print(f"compute-only: {compute:.0f} images/s")
     print(f"cir train:    {piped:.0f} images/s (pipeline/compute ratio {piped / compute:.2f})")
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in device), None)
+    peak = peak_tflops(device)
     if peak:
         bound = peak * 1e12 / (2 * ARCHS[args.arch][3] * 1e9)
         print(f"physical bound ~{bound:.0f} images/s (image tower fwd + input grads only): "

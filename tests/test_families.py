@@ -7,6 +7,7 @@ import json
 import pickle
 import shutil
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,9 @@ from cir.models import ModelLoadError
 from cir.pipeline import embed_image_files
 from cir.search.engine import IndexState, Query, SearchEngine
 from indexer.build import build
+from indexer.cli import main as index_main
 from indexer.config import BuildConfig
+from service_fixtures import API_KEY, LiveServer, server_settings
 from tiny_models import make_tiny_blip
 from training import cli
 from training.lora import select_targets
@@ -176,3 +179,24 @@ def test_explicit_lora_targets_win_and_blip_needs_a_temperature(tiny_blip_dir, t
     assert cli.config_from_args(parse([*common, "--lora-targets", "qkv"])).lora_targets == ("qkv",)
     assert cli.main([*common, "--temperature", "model", "--device", "cpu", "--no-progress"]) == 2
     assert "no learned logit scale: give --temperature" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixture", ["tiny_blip_dir", "tiny_siglip2_naflex_dir"])
+def test_index_cli_and_http_search(fixture, tat_world, tmp_path, request):
+    """As a user runs them: `cir index build` and `cir serve`, one composed query over HTTP."""
+    model = request.getfixturevalue(fixture)
+    gallery = tat_world / "circo" / "COCO2017_unlabeled" / "unlabeled2017"
+    assert index_main(["build", "--gallery", str(gallery), "--model", str(model), "--out", str(tmp_path / "root"),
+                       "--workers", "1", "--factory", "Flat", "--device", "cpu", "--no-progress"]) == 0
+    upload = sorted(gallery.iterdir())[0]
+    with LiveServer(server_settings(tmp_path / "root")) as server:
+        with httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": API_KEY}) as client:
+            info = client.get("/info").json()
+            hits = client.post("/search", data={"text": "make it blue", "k": "5"},
+                               files={"image": (upload.name, upload.read_bytes(), "image/png")})
+            alone = client.post("/search", data={"k": "1"},
+                                files={"image": (upload.name, upload.read_bytes(), "image/png")})
+    assert info["model"] == str(model) and info["count"] == 16
+    assert hits.status_code == 200 and len(hits.json()["results"]) == 5
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["results"][0]["id"] == upload.name
