@@ -35,7 +35,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from PIL import Image
 
-from cir.encoder import Encoder, pooled_output
+from cir.encoder import FEATURES, Encoder
 from cir.fusion import l2_normalize
 from cir.io import atomic_write_json, replace_dir
 from cir.models import ModelLoadError
@@ -96,12 +96,13 @@ class OnnxEncoder(Encoder):
 class _Tower(torch.nn.Module):
     """One tower as a module of positional tensors, which is what the exporter traces."""
 
-    def __init__(self, model: torch.nn.Module, method: str, names: Sequence[str]):
+    def __init__(self, model: torch.nn.Module, features, names: Sequence[str]):
         super().__init__()
-        self.model, self.method, self.names = model, method, tuple(names)
+        # features: the family's recipe from cir.encoder.FEATURES (e.g. BLIP's ITC projections)
+        self.model, self.features, self.names = model, features, tuple(names)
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return pooled_output(getattr(self.model, self.method)(**dict(zip(self.names, tensors))))
+        return self.features(self.model, dict(zip(self.names, tensors)))
 
 
 def _probe_pixels(encoder: Encoder, count: int) -> torch.Tensor:
@@ -123,9 +124,10 @@ def _export(encoder: Encoder, folder: Path) -> list[str]:
     """Write both towers' ONNX graphs into `folder`; returns the text graph's input names."""
     pixels, tokens = _probe_pixels(encoder, 2), encoder.tokenize(list(TRACE_TEXTS))
     names = _text_names(encoder, tokens)
-    towers = [(_Tower(encoder.model, "get_image_features", [PIXELS]), (pixels,), IMAGE_FILE,
+    image_features, text_features = FEATURES[encoder.family.features]
+    towers = [(_Tower(encoder.model, image_features, [PIXELS]), (pixels,), IMAGE_FILE,
                {PIXELS: {0: "batch"}, OUTPUT: {0: "batch"}}),
-              (_Tower(encoder.model, "get_text_features", names), tuple(tokens[n] for n in names), TEXT_FILE,
+              (_Tower(encoder.model, text_features, names), tuple(tokens[n] for n in names), TEXT_FILE,
                {**{n: {0: "batch", 1: "sequence"} for n in names}, OUTPUT: {0: "batch"}})]
     for tower, args, filename, axes in towers:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():

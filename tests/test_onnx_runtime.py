@@ -48,11 +48,13 @@ def _assert_twins(torch_enc: Encoder, onnx_enc: Encoder) -> None:
     np.testing.assert_allclose(np.linalg.norm(onnx_enc.encode_texts(TEXTS), axis=1), 1, atol=1e-5)
 
 
-@pytest.fixture(params=["clip", "siglip", "toy"])
-def model(request, tiny_clip_dir, tiny_siglip_dir) -> str:
-    if request.param == "toy" and not (toy_model_dir() / "config.json").is_file():
-        pytest.skip("the built-in toy model is not installed")
-    return {"clip": str(tiny_clip_dir), "siglip": str(tiny_siglip_dir), "toy": "toy"}[request.param]
+@pytest.fixture(params=["clip", "siglip", "siglip2_fixed", "blip", "toy"])
+def model(request) -> str:
+    if request.param == "toy":
+        if not (toy_model_dir() / "config.json").is_file():
+            pytest.skip("the built-in toy model is not installed")
+        return "toy"
+    return str(request.getfixturevalue(f"tiny_{request.param}_dir"))
 
 
 def test_both_towers_match_torch(model, tmp_path):
