@@ -115,15 +115,10 @@ def _probe_pixels(encoder: Encoder, count: int) -> torch.Tensor:
     return pixels
 
 
-def _text_names(encoder: Encoder, tokens: dict) -> list[str]:
-    # Encoder.encode_texts feeds every tokenizer output except token_type_ids; so does the export.
-    return [k for k in tokens if k != "token_type_ids"]
-
-
 def _export(encoder: Encoder, folder: Path) -> list[str]:
     """Write both towers' ONNX graphs into `folder`; returns the text graph's input names."""
     pixels, tokens = _probe_pixels(encoder, 2), encoder.tokenize(list(TRACE_TEXTS))
-    names = _text_names(encoder, tokens)
+    names = [k for k in tokens if k != "token_type_ids"]  # what Encoder.encode_texts feeds the text tower
     image_features, text_features = FEATURES[encoder.family.features]
     towers = [(_Tower(encoder.model, image_features, [PIXELS]), (pixels,), IMAGE_FILE,
                {PIXELS: {0: "batch"}, OUTPUT: {0: "batch"}}),
