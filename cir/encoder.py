@@ -244,7 +244,7 @@ def apply_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
 
 def load_encoder(name_or_path: str, adapter: str | Path | None = None,
                  device: str = "auto", dtype: str = "auto") -> Encoder:
-    """Load a CLIP, SigLIP, SigLIP 2 or BLIP dual encoder ('toy', a hub id or a local dir), optionally with a LoRA adapter."""
+    """Load a CLIP, SigLIP, SigLIP 2 or BLIP dual encoder ('toy', a hub id or a folder), optionally with a LoRA adapter."""
     path = resolve_model(name_or_path)
     dev = resolve_device(device)
     autocast = resolve_autocast(dtype, dev)
