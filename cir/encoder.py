@@ -74,6 +74,14 @@ class ImagePreprocessor:
         """Preprocess one image (any mode) exactly as the model expects."""
         return pixel_row(self.batch([image]), 0)
 
+    @property
+    def input_side(self) -> int | None:
+        """The side the processor resizes images to (its shortest edge or its height/width), if it says."""
+        size = getattr(self.processor, "size", None)  # a dict, or transformers 5's SizeDict
+        read = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        sides = [int(s) for s in (read("shortest_edge"), read("height"), read("width")) if s]
+        return max(sides) if sides else None
+
     def batch(self, images: Sequence[Image.Image]) -> Pixels:
         """Preprocess several images into one batch: (N, 3, H, W), or a dict of (N, ...) tensors."""
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]

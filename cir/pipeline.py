@@ -61,7 +61,7 @@ class ImageFileDataset(Dataset):
         try:
             with open(self.paths[i], "rb") as fh:
                 data = fh.read()
-            image = decode_image(data, self.max_pixels)
+            image = decode_image(data, self.max_pixels, reduce_for=getattr(self.preprocess, "input_side", None))
             pixels = self.preprocess(image)
         except (ImageDecodeError, OSError, ValueError) as exc:
             return {"index": i, "error": error_text(exc)}

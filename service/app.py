@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
-from cir.images import DEFAULT_MAX_PIXELS
+from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
@@ -76,10 +76,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _lifespan(settings: Settings, metrics: Metrics):
+    # one budget for every decode of the process: uploads and thumbnails
+    budget = DecodeBudget(int(settings.decode_memory_mb * 2**20))
+
     def make_engine(encoder) -> eng.SearchEngine:
         return eng.SearchEngine(encoder, max_pixels=settings.max_pixels, max_batch=settings.max_batch,
                                 batch_wait_s=settings.batch_wait_ms / 1000.0, max_queue=settings.max_queue,
-                                decode_workers=settings.decode_workers, default_alpha=settings.default_alpha,
+                                decode_workers=settings.decode_workers, decode_budget=budget,
+                                default_alpha=settings.default_alpha,
                                 default_fusion=settings.default_fusion, on_batch=metrics.observe_batch)
 
     def swapped(state: q.IndexState) -> None:
@@ -94,7 +98,7 @@ def _lifespan(settings: Settings, metrics: Metrics):
         # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
         app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
                                           max_bytes=int(settings.thumb_cache_mb * 2**20),
-                                          max_files=settings.thumb_cache_files)
+                                          max_files=settings.thumb_cache_files, budget=budget)
         manager = IndexManager(settings, make_engine, on_swap=swapped,
                                on_failure=lambda version, error: metrics.index_failed())
         app.state.manager = manager
@@ -123,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+                       body_timeout_s=settings.body_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["*"])

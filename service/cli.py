@@ -10,6 +10,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import Settings
 from service.swap import unpublished_reason
 
@@ -42,7 +43,16 @@ OPTIONS = [
     ("--batch-wait-ms", "batch_wait_ms", float, "longest wait to fill a micro-batch (default 2)"),
     ("--max-queue", "max_queue", int, "queued encodes before answering 503 overloaded (default 1024)"),
     ("--decode-workers", "decode_workers", int, "threads decoding uploads (default 4)"),
+    ("--decode-memory-mb", "decode_memory_mb", float,
+     "most MiB the images being decoded at once may take; a large one waits for room (default 256)"),
     ("--torch-threads", "torch_threads", int, "torch (and ONNX Runtime) CPU threads (default: torch's choice)"),
+    ("--max-header-kb", "max_header_kb", int, "most KiB of request line and headers, else 431 (default 64)"),
+    ("--header-timeout-s", "header_timeout_s", float, "seconds a client has to send the headers, else 408 (default 10)"),
+    ("--body-timeout-s", "body_timeout_s", float,
+     "longest wait for the next piece of a request body, else 408 (default 30)"),
+    ("--keep-alive-s", "keep_alive_s", float, "seconds an idle keep-alive connection stays open (default 5)"),
+    ("--limit-concurrency", "limit_concurrency", int,
+     "most connections and requests at once before answering 503 (default: no limit)"),
     ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
     ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
     ("--default-alpha", "default_alpha", float, "text weight when a request gives none (default: manifest, else 0.8)"),
@@ -89,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cir serve: error: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits this way when the lifespan fails (index not loadable)

@@ -1,7 +1,9 @@
-"""Request body cap: answer 413 before reading an oversized upload, or as soon as it passes the cap."""
+"""Request body limits: 413 before reading an oversized upload or as soon as it passes the cap; 408
+when a client stops sending its body (each receive waits at most `body_timeout_s`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.datastructures import Headers
@@ -18,19 +20,38 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({"error": "upload_too_large",
-                       "detail": f"request body is over the limit of {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+class _BodyTimeout(Exception):
+    pass
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive: Receive, budget: int) -> None:
-    """Read and discard the rest of a request body, up to `budget` bytes."""
+async def _send_413(send: Send, limit: int) -> None:
+    await _send_error(send, 413, "upload_too_large", f"request body is over the limit of {limit} bytes")
+
+
+async def _receive_within(receive: Receive, timeout_s: float | None) -> Message:
+    """The next message, or _BodyTimeout when the client sends nothing for `timeout_s` seconds."""
+    try:
+        async with asyncio.timeout(timeout_s):  # no extra task per receive, unlike wait_for
+            return await receive()
+    except TimeoutError:
+        raise _BodyTimeout() from None
+
+
+async def _drain(receive: Receive, budget: int, timeout_s: float | None = None) -> None:
+    """Read and discard the rest of a request body, up to `budget` bytes (giving up on a stalled client)."""
     while budget >= 0:
-        message = await receive()
+        try:
+            message = await _receive_within(receive, timeout_s)
+        except _BodyTimeout:
+            return
         if message["type"] != "http.request":
             return
         budget -= len(message.get("body", b""))
@@ -42,8 +63,10 @@ class BodyLimitMiddleware:
     """Pure ASGI middleware: a Content-Length over the cap is refused without keeping the body;
     a body without one (chunked) is counted while read and cut off at the cap."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES,
+                 body_timeout_s: float | None = None) -> None:
         self.app, self.max_bytes, self.drain_bytes = app, max_bytes, drain_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,17 +76,23 @@ class BodyLimitMiddleware:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             if headers.get("expect", "").lower() != "100-continue" and int(length) <= self.drain_bytes:
-                await _drain(receive, self.drain_bytes)
+                await _drain(receive, self.drain_bytes, self.body_timeout_s)
             await _send_413(send, self.max_bytes)
             return
         await self._counted(scope, receive, send)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
-        total, exceeded, finished, started = 0, False, False, False
+        total, exceeded, timed_out, finished, started = 0, False, False, False, False
 
         async def counting_receive() -> Message:
-            nonlocal total, exceeded, finished
-            message = await receive()
+            nonlocal total, exceeded, timed_out, finished
+            if finished:  # after the body, receive waits for a disconnect: no time limit
+                return await receive()
+            try:
+                message = await _receive_within(receive, self.body_timeout_s)
+            except _BodyTimeout:
+                timed_out = True
+                raise
             if message["type"] == "http.request":
                 total += len(message.get("body", b""))
                 finished = not message.get("more_body", False)
@@ -74,17 +103,22 @@ class BodyLimitMiddleware:
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:
-                return  # the app's answer to the cut-off body is replaced by our 413
+            if exceeded or timed_out:
+                return  # the app's answer to the cut-off body is replaced by our 413 / 408
             started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if not (exceeded or timed_out):
                 raise
-        if exceeded and not started:
+        if started:
+            return
+        if timed_out:
+            await _send_error(send, 408, "request_timeout",
+                              f"no request body data for {self.body_timeout_s:g} s: the upload stalled")
+        elif exceeded:
             if not finished:
-                await _drain(receive, self.drain_bytes - total)
+                await _drain(receive, self.drain_bytes - total, self.body_timeout_s)
             await _send_413(send, self.max_bytes)

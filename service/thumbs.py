@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cir.images import decode_image
+from cir.images import DecodeBudget, decode_image
 from cir.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,12 @@ def thumb_size(size: int) -> int:
 class ThumbnailCache:
     """Makes and keeps longest-side `thumb_size(size)` JPEG thumbnails in `folder`, LRU-bounded."""
 
-    def __init__(self, folder: str | Path, max_pixels: int, max_bytes: int = 256 << 20, max_files: int = 10_000):
+    def __init__(self, folder: str | Path, max_pixels: int, max_bytes: int = 256 << 20, max_files: int = 10_000,
+                 budget: DecodeBudget | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.max_pixels, self.max_bytes, self.max_files = max_pixels, max_bytes, max_files
+        self.budget = budget
         self._lock = threading.Lock()
         self._entries: OrderedDict[Path, int] = OrderedDict()  # path -> bytes, least recently used first
         self._bytes = 0
@@ -64,7 +66,7 @@ class ThumbnailCache:
         return data
 
     def _make(self, item: dict, side: int) -> bytes:
-        image = decode_image(item["path"], max_pixels=self.max_pixels)
+        image = decode_image(item["path"], max_pixels=self.max_pixels, reduce_for=side, budget=self.budget)
         image.thumbnail((side, side), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=85)

@@ -23,6 +23,7 @@ from cir.models import toy_model_dir
 from cir.toyworld import generate_world
 from indexer.cli import main as index_main
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import Settings
 from tiny_models import make_tiny_clip
 
@@ -92,7 +93,8 @@ class LiveServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        # the same server configuration as `cir serve` (connection limits included)
+        config = uvicorn_config(create_app(settings), settings, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 

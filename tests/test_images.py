@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
+from cir.encoder import load_encoder
 from cir.errors import error_text
-from cir.images import (IMAGE_EXTENSIONS, IMAGE_FORMATS, ImageDecodeError, ImageTooLargeError, decode_image,
-                        sniff_image_type)
+from cir.images import (IMAGE_EXTENSIONS, IMAGE_FORMATS, DecodeBudget, ImageDecodeError, ImageTooLargeError,
+                        decode_image, sniff_image_type)
+
+
+@pytest.fixture(scope="module")
+def toy_encoder():
+    return load_encoder("toy", device="cpu")
 
 
 def _encoded(fmt: str, size=(40, 30), mode="RGB") -> bytes:
@@ -93,3 +102,49 @@ def test_exif_orientation_is_applied():
     plain = io.BytesIO()
     upright.save(plain, format="JPEG", quality=95)
     assert decode_image(plain.getvalue()).size == (60, 40)  # no EXIF: untouched
+
+
+# --- early reduction of large images and the decode memory budget ---------------------------
+
+def _shape_picture(side: int) -> Image.Image:
+    """A smooth scene (a disc and a bar on a gradient) at `side` pixels: what a resize must preserve."""
+    y, x = np.mgrid[0:side, 0:side] / side
+    rgb = np.stack([x * 200, y * 180, (1 - x) * 150], axis=-1)
+    rgb[(x - 0.35) ** 2 + (y - 0.4) ** 2 < 0.04] = (240, 40, 40)
+    rgb[(y > 0.7) & (y < 0.8) & (x > 0.2)] = (20, 20, 220)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+@pytest.mark.parametrize("side,fmt", [(32, "PNG"), (127, "PNG"), (127, "JPEG")])
+def test_images_up_to_four_times_the_model_side_decode_as_before(side, fmt):
+    buf = io.BytesIO()
+    _shape_picture(side).save(buf, format=fmt)
+    reduced, full = decode_image(buf.getvalue(), reduce_for=32), decode_image(buf.getvalue())
+    assert reduced.size == full.size and reduced.tobytes() == full.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_large_images_are_reduced_early_with_the_same_embedding(fmt, toy_encoder):
+    buf = io.BytesIO()
+    _shape_picture(2400).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    reduced, full = decode_image(buf.getvalue(), reduce_for=32), decode_image(buf.getvalue())
+    assert full.size == (2400, 2400) and 64 <= min(reduced.size) < 128
+    v = toy_encoder.encode_images([reduced, full])
+    assert float(v[0] @ v[1]) > 0.99
+
+
+def test_the_decode_budget_bounds_concurrent_decodes():
+    budget = DecodeBudget(100)
+    peak, lock = [0], threading.Lock()
+
+    def work(n: int) -> None:
+        with budget.hold(n):
+            with lock:
+                peak[0] = max(peak[0], budget.used)
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, [40, 40, 40, 70, 500, 10, 30, 60] * 3))  # 500 > the budget: runs alone
+    assert 0 < peak[0] <= 100 and budget.used == 0
+    with pytest.raises(ValueError):
+        DecodeBudget(0)

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from cir.fusion import DEFAULT_ALPHA, fuse
-from cir.images import FORMATS_TEXT, ImageDecodeError, ImageTooLargeError, decode_image, sniff_image_type
+from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, decode_image,
+                        sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
@@ -50,10 +51,14 @@ class SearchEngine:
     """Answers composed queries against the current index with one encoder."""
 
     def __init__(self, encoder, *, max_pixels: int, max_batch: int = 32, batch_wait_s: float = 0.002,
-                 max_queue: int = 1024, decode_workers: int = 4, default_alpha: float | None = None,
+                 max_queue: int = 1024, decode_workers: int = 4, decode_budget: DecodeBudget | None = None,
+                 default_alpha: float | None = None,
                  default_fusion: str = "slerp", on_batch: Callable[[str, int], None] | None = None):
         self.encoder = encoder
         self.max_pixels = max_pixels
+        self.decode_budget = decode_budget
+        # uploads far larger than the model's input are decoded small (see cir.images.decode_image)
+        self._reduce_for = getattr(encoder.preprocess, "input_side", None)
         self.default_alpha = default_alpha
         self.default_fusion = default_fusion
         self._state: IndexState | None = None
@@ -105,7 +110,8 @@ class SearchEngine:
         if sniff_image_type(data) is None:
             raise UnsupportedImageError(f"the upload is not a {FORMATS_TEXT} image")
         try:
-            image = decode_image(data, max_pixels=self.max_pixels)
+            image = decode_image(data, max_pixels=self.max_pixels, reduce_for=self._reduce_for,
+                                 budget=self.decode_budget)
         except ImageTooLargeError as exc:
             raise ImagePixelsError(str(exc)) from exc
         except ImageDecodeError as exc:
