@@ -7,7 +7,6 @@ import hmac
 import mimetypes
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.convertors import Convertor, register_url_convertor
 
+from cir.filters import parse_filter
 from cir.fusion import FUSIONS
 from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.runtimes import DEFAULT_RUNTIME
@@ -25,7 +25,6 @@ from service.swap import IndexManager
 from service.thumbs import thumb_size
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_K = 1000
 ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 415, 422, 503)}
 
 router = APIRouter()
@@ -72,12 +71,6 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _hit(hit: q.Hit) -> schemas.Hit:
-    item = hit.item
-    return schemas.Hit(id=hit.id, score=hit.score, rank=hit.rank, image_url=image_url(hit.id),
-                       width=item.get("width"), height=item.get("height"), metadata=item.get("metadata") or {})
-
-
 @router.post("/search", response_model=schemas.SearchResponse, responses=ERRORS, tags=["search"],
              summary="Composed image retrieval: an image (upload or gallery id) modified by a text")
 async def search(
@@ -87,11 +80,13 @@ async def search(
     image: UploadFile = File(None, description=f"reference image: {FORMATS_TEXT}"),
     reference_id: str = Form(None, max_length=1024, description="search from this gallery item instead"),
     text: str = Form(None, description="the modification text"),
-    k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
+    k: int = Form(10, ge=1, le=q.MAX_K, description="number of results"),
     alpha: float = Form(None, ge=0, le=1, allow_inf_nan=False,
                         description="text weight 0..1 (default: config, then the index manifest)"),
     fusion: Literal[FUSIONS] = Form(None, description="slerp (default), linear, image or text"),
     min_score: float = Form(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below"),
+    filter: str = Form(None, description='metadata filter, JSON: {"colour": "blue", "price": {"gte": 10, "lt": 50}} '
+                                         "(fields and values: GET /facets)"),
 ) -> schemas.SearchResponse:
     settings = request.app.state.settings
     engine = ready_engine(request)
@@ -100,15 +95,10 @@ async def search(
         raise _invalid("text", f"text is longer than {settings.max_text_chars} characters")
     data = await _read_upload(image, settings.max_upload_bytes) if image is not None else None
     query = q.Query(image_bytes=data or None, reference_id=reference_id or None, text=text, k=k,
-                    alpha=alpha, fusion=fusion, min_score=min_score)
+                    alpha=alpha, fusion=fusion, min_score=min_score, filter=parse_filter(filter))
     result = await engine.search(query)
     request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated)
-    warnings = []
-    if result.text_truncated:
-        warnings.append(f"text truncated to the text tower's {engine.encoder.text_max_length} tokens")
-    return schemas.SearchResponse(results=[_hit(h) for h in result.hits], alpha=result.alpha, fusion=result.fusion,
-                                  index_version=result.index_version, text_truncated=result.text_truncated,
-                                  warnings=warnings, timings_ms=schemas.Timings(**result.timings_ms))
+    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length))
 
 
 class _AnyPath(Convertor):
@@ -124,11 +114,6 @@ class _AnyPath(Convertor):
 
 
 register_url_convertor("anypath", _AnyPath())
-
-
-def image_url(item_id: str) -> str:
-    """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
-    return f"/images/{quote(item_id, safe='')}"
 
 
 @router.get("/images/{item_id:anypath}", tags=["gallery"], response_class=FileResponse,
@@ -184,8 +169,15 @@ async def info(request: Request) -> schemas.Info:
     return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
-                        default_fusion=engine.default_fusion, max_k=MAX_K, text_max_tokens=enc.text_max_length,
-                        manifest=m, last_reload_error=manager_of(request).last_error)
+                        default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
+                        fields=m.get("fields") or {}, manifest=m, last_reload_error=manager_of(request).last_error)
+
+
+@router.get("/facets", response_model=schemas.Facets, tags=["search"], responses={503: {"model": schemas.ErrorBody}},
+            summary="The metadata fields a filter can use: types, facet values with counts, min and max")
+async def facets(request: Request) -> schemas.Facets:
+    state = ready_engine(request).state
+    return schemas.Facets(index_version=state.version, count=state.count, fields=state.manifest.get("fields") or {})
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",

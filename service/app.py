@@ -37,6 +37,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 QUERY_ERROR_STATUS = {
     q.EmptyQueryError: 422,
     q.AmbiguousQueryError: 422,
+    q.InvalidFilterError: 422,
     q.UnsupportedImageError: 415,
     q.BadImageError: 400,
     q.UnknownReferenceError: 404,

@@ -44,6 +44,24 @@ class SearchResponse(BaseModel):
     timings_ms: Timings
 
 
+class FieldInfo(BaseModel):
+    """One metadata field of the index (cir.metadata types)."""
+
+    type: str = Field(description="string, number, boolean, date, datetime, tags, or object (not filterable)")
+    count: int | None = Field(None, description="items that have the field")
+    distinct: int | None = Field(None, description="string and tags fields: number of distinct values")
+    values: dict[str, int] | None = Field(None, description="string and tags fields with at most 1000 distinct "
+                                                            "values, and booleans: value -> item count")
+    min: float | str | None = Field(None, description="numbers: smallest value; dates: earliest (ISO 8601)")
+    max: float | str | None = Field(None, description="numbers: largest value; dates: latest (ISO 8601)")
+
+
+class Facets(BaseModel):
+    index_version: str
+    count: int = Field(description="items in the index")
+    fields: dict[str, FieldInfo] = Field(description="field name -> type and facets; empty when the index has no metadata")
+
+
 class Info(BaseModel):
     model: str
     adapter: str | None
@@ -59,6 +77,7 @@ class Info(BaseModel):
     default_fusion: str
     max_k: int
     text_max_tokens: int
+    fields: dict[str, FieldInfo] = Field(default_factory=dict, description="metadata fields (as GET /facets)")
     manifest: dict[str, Any]
     last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 

@@ -1,4 +1,4 @@
-"""`cir demo --style textured --no-serve`: its own world, TAT run and index beside the plain demo's."""
+"""`cir demo --no-serve`: the gallery manifest indexed with its fields; `--style textured` beside the plain demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from cir.index_store import load_version
+from cir.models import toy_model_dir
+from cir.toyworld import generate_world
 from cir_cli import demo
 
 
@@ -41,3 +44,22 @@ def test_plain_and_textured_demos_do_not_mix(tmp_path, small_demos, capsys):
     (tmp_path / "world").rename(tmp_path / "textured" / "world")  # a plain world where the textured one goes
     assert demo.main([*args, "--style", "textured"]) == 1
     assert "holds a plain world, not textured" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (toy_model_dir() / "config.json").is_file(), reason="the toy model is not installed")
+def test_demo_indexes_the_manifest_with_the_five_fields(tmp_path, capsys):
+    # A small world where the demo keeps it (the demo reuses it; its own has 4,000 training captions).
+    generate_world(tmp_path / "world", seed=1, gallery_size=60, n_queries=4, n_captions=0)
+    assert demo.main(["--workdir", str(tmp_path), "--no-tat", "--no-serve"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes world: reusing" in out
+    assert "--gallery " + str(tmp_path / "world" / "circo" / "gallery_manifest.jsonl") in out
+    index = load_version(tmp_path / "index")
+    fields = index.manifest["fields"]
+    assert set(fields) == {"shape", "colour", "size", "position", "pattern"}
+    assert all(f["type"] == "string" and f["count"] == 60 for f in fields.values())
+    renders = sorted(p.name for p in (tmp_path / "world/circo/COCO2017_unlabeled/unlabeled2017").iterdir())
+    assert sorted(index.ids) == renders  # ids stay the render file names, as when the folder was indexed
+    gallery = {json.loads(line)["file_name"]: json.loads(line)["attributes"]
+               for line in open(tmp_path / "world" / "gallery.jsonl")}
+    assert all(index.item(i)["metadata"] == gallery[i] for i in index.ids)

@@ -133,18 +133,27 @@ class SearchEngine:
             raise UnknownReferenceError(f"no gallery item with id {ref_id!r} in index {state.version}")
         return np.asarray(vec, dtype=np.float32)
 
-    def search_batch(self, jobs: list[tuple[IndexState, np.ndarray, int, float | None]]) -> list[list[Hit]]:
-        """Search several query vectors, one FAISS call per index state, with hit metadata."""
+    def search_batch(self, jobs: list[tuple]) -> list[list[Hit]]:
+        """Search several query vectors, one FAISS call per index state, with hit metadata.
+
+        A job is (state, vector, k, min_score, bound filter or None). Unfiltered jobs of one state
+        share one search; a filtered job is answered on its own (its own mask and plan), so its
+        hits never depend on what else is in the batch.
+        """
         out: list[list[Hit] | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(id(job[0]), []).append(i)
+        for i, (state, vec, k, min_score, bound) in enumerate(jobs):
+            if bound is None:
+                groups.setdefault(id(state), []).append(i)
+                continue
+            scores, ids = state.index.search_filtered(vec, k, bound.mask(state.index.columns))
+            out[i] = self._hits(state, scores, ids, min_score)
         for rows in groups.values():
             state = jobs[rows[0]][0]
             k_max = max(jobs[i][2] for i in rows)
             scores, ids = state.index.search(np.stack([jobs[i][1] for i in rows]).astype(np.float32), k_max)
             for row, i in enumerate(rows):
-                _, _, k, min_score = jobs[i]
+                _, _, k, min_score, _ = jobs[i]
                 out[i] = self._hits(state, scores[row], ids[row][:k], min_score)
         return out  # type: ignore[return-value]
 
@@ -158,7 +167,7 @@ class SearchEngine:
         return hits
 
     # --- whole queries ------------------------------------------------------------------
-    def _begin(self, q: Query) -> tuple[IndexState, str, bool, bool, float]:
+    def _begin(self, q: Query) -> tuple[IndexState, str, bool, bool, float, object]:
         state = self._state
         if state is None:
             raise NotReadyError("no index is loaded yet")
@@ -166,7 +175,9 @@ class SearchEngine:
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
-        return state, fusion, need_image, need_text, alpha
+        # Checked against this version's fields before any encoding: a bad filter fails fast.
+        bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
+        return state, fusion, need_image, need_text, alpha, bound
 
     def _compose(self, fusion: str, v: np.ndarray | None, w: np.ndarray | None, alpha: float) -> np.ndarray:
         v = w if v is None else v
@@ -176,19 +187,19 @@ class SearchEngine:
     async def search(self, q: Query) -> SearchResult:
         """Answer one query through the micro-batchers (call from the event loop)."""
         t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha = self._begin(q)
+        state, fusion, need_image, need_text, alpha, bound = self._begin(q)
         upload = q.reference_id is None and need_image
         # Announce each stage this query will reach, so batchers wait for it (and only for it).
         tickets = {"image": self._images.expect() if upload else None,
                    "text": self._texts.expect() if need_text else None, "search": self._searches.expect()}
         try:
-            return await self._search(q, state, fusion, alpha, tickets, t0)
+            return await self._search(q, state, fusion, alpha, bound, tickets, t0)
         finally:
             for ticket in tickets.values():
                 if ticket is not None:
                     ticket.close()
 
-    async def _search(self, q: Query, state: IndexState, fusion: str, alpha: float, tickets: dict,
+    async def _search(self, q: Query, state: IndexState, fusion: str, alpha: float, bound, tickets: dict,
                       t0: float) -> SearchResult:
         timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
         loop = asyncio.get_running_loop()
@@ -217,7 +228,7 @@ class SearchEngine:
         t = time.perf_counter()
         vec = self._compose(fusion, v, w, alpha)
         t1 = time.perf_counter()
-        hits = await tickets["search"].submit((state, vec, q.k, q.min_score))
+        hits = await tickets["search"].submit((state, vec, q.k, q.min_score, bound))
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         return SearchResult(hits, alpha, fusion, state.version, truncated,
@@ -226,7 +237,7 @@ class SearchEngine:
     def search_sync(self, q: Query) -> SearchResult:
         """The same query, step by step on the calling thread: no batching, no threads."""
         t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha = self._begin(q)
+        state, fusion, need_image, need_text, alpha, bound = self._begin(q)
         timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
         v = w = None
         truncated = False
@@ -245,7 +256,7 @@ class SearchEngine:
         t = time.perf_counter()
         vec = self._compose(fusion, v, w, alpha)
         t1 = time.perf_counter()
-        hits = self.search_batch([(state, vec, q.k, q.min_score)])[0]
+        hits = self.search_batch([(state, vec, q.k, q.min_score, bound)])[0]
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         return SearchResult(hits, alpha, fusion, state.version, truncated,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from cir.filters import Filter
+
+MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
 
 
 class QueryError(ValueError):
@@ -37,6 +43,16 @@ class UnknownReferenceError(QueryError):
     code = "unknown_reference"
 
 
+class InvalidFilterError(QueryError):
+    """A filter that cannot be parsed or does not fit the index (cir.filters); names the field and why."""
+
+    code = "invalid_filter"
+
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
+
+
 class NotReadyError(RuntimeError):
     """No index is loaded yet."""
 
@@ -66,6 +82,7 @@ class Query:
     alpha: float | None = None
     fusion: str | None = None
     min_score: float | None = None
+    filter: "Filter | None" = None  # cir.filters.parse_filter(...): only items that match are ranked
 
 
 @dataclass
@@ -76,6 +93,18 @@ class Hit:
     item: dict
 
 
+def image_url(item_id: str) -> str:
+    """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
+    return f"/images/{quote(item_id, safe='')}"
+
+
+def hit_dict(hit: Hit) -> dict:
+    """A hit as the HTTP API and `cir search --json` return it."""
+    item = hit.item
+    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id),
+            "width": item.get("width"), "height": item.get("height"), "metadata": item.get("metadata") or {}}
+
+
 @dataclass
 class SearchResult:
     hits: list[Hit]
@@ -84,3 +113,11 @@ class SearchResult:
     index_version: str
     text_truncated: bool
     timings_ms: dict[str, float]
+
+
+def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
+    """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
+    warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
+    return {"results": [hit_dict(h) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
+            "index_version": result.index_version, "text_truncated": result.text_truncated,
+            "warnings": warnings, "timings_ms": result.timings_ms}

@@ -161,6 +161,7 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
         layouts.write_circo(tmp, gallery, queries, image_size)
         layouts.write_jsonl(tmp / "queries.jsonl", [layouts.query_record(q) for q in queries])
         layouts.write_jsonl(tmp / "gallery.jsonl", [layouts.gallery_record(g) for g in gallery])
+        layouts.write_jsonl(tmp / layouts.CIRCO_MANIFEST, [layouts.manifest_record(g) for g in gallery])
         write_captions(tmp, seed, n_captions, image_size, progress, style)
         info = {
             "version": WORLD_VERSION, "seed": seed, "image_size": image_size, "gallery_size": gallery_size,

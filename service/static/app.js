@@ -1,8 +1,9 @@
-// CIR web page: plain JS against the service's own API (POST /search, GET /info, GET /images/{id}).
+// CIR web page: plain JS against the service's own API (POST /search, GET /info, GET /facets,
+// GET /images/{id}).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, referenceId: null, previewUrl: null, busy: false, again: false };
+const state = { file: null, referenceId: null, previewUrl: null, busy: false, again: false, sentFilter: null };
 
 function setError(message) {
   $("error").textContent = message || "";
@@ -50,6 +51,9 @@ async function search() {
   form.append("alpha", $("alpha").value);
   form.append("fusion", $("fusion").value);
   form.append("k", $("k").value);
+  const filter = currentFilter();
+  if (filter) form.append("filter", filter);
+  state.sentFilter = filter;
   $("status").textContent = "searching…";
   try {
     const response = await fetch("/search", { method: "POST", body: form });
@@ -115,6 +119,116 @@ async function loadInfo() {
   }
 }
 
+// --- metadata filters: controls built from GET /facets, shown only when the index has fields ---
+const DATE_INPUT = { date: "date", datetime: "datetime-local" };
+
+function filterLabel(name, info, ...inputs) {
+  const label = document.createElement("label");
+  label.className = "filter";
+  label.dataset.field = name;  // field names are data: set as text and attributes, never as HTML
+  label.dataset.type = info.type;
+  label.append(document.createTextNode(name), ...inputs);
+  return label;
+}
+
+function valueSelect(info, multiple) {
+  const select = document.createElement("select");
+  select.multiple = multiple;
+  if (multiple) select.title = "items with any of the selected values (Ctrl/⌘-click to pick several)";
+  if (!multiple) select.append(new Option("any", ""));
+  for (const [value, count] of Object.entries(info.values)) select.append(new Option(`${value} (${count})`, value));
+  return select;
+}
+
+function rangeInputs(info) {
+  const box = document.createElement("div");
+  box.className = "range";
+  for (const end of ["min", "max"]) {
+    const input = document.createElement("input");
+    input.type = DATE_INPUT[info.type] || "number";
+    if (input.type === "number") input.step = "any";
+    input.dataset.end = end;
+    input.placeholder = `${end} ${info[end] ?? ""}`;
+    input.title = `${end}: ${info[end] ?? "?"}`;
+    box.append(input);
+  }
+  return box;
+}
+
+function filterControl(name, info) {
+  if (info.type === "string" || info.type === "tags") {
+    if (info.values) return filterLabel(name, info, valueSelect(info, info.type === "tags"));
+    const input = document.createElement("input");
+    input.type = "text";
+    input.placeholder = info.type === "tags" ? "has this tag" : "exact value";
+    return filterLabel(name, info, input);
+  }
+  if (info.type === "boolean") return filterLabel(name, info, valueSelect(info, false));
+  if (info.type === "number" || info.type in DATE_INPUT) return filterLabel(name, info, rangeInputs(info));
+  return null;  // objects cannot be filtered
+}
+
+function controlCondition(label) {
+  const type = label.dataset.type;
+  const select = label.querySelector("select");
+  if (select && select.multiple) {
+    const picked = [...select.selectedOptions].map((o) => o.value);
+    return picked.length ? { any: picked } : null;
+  }
+  if (select) return select.value === "" ? null : (type === "boolean" ? select.value === "true" : select.value);
+  const inputs = [...label.querySelectorAll("input")];
+  if (inputs.length === 1) return inputs[0].value.trim() || null;
+  const cond = {};
+  for (const input of inputs) {
+    if (input.value === "") continue;
+    const value = type === "number" ? Number(input.value) : input.value;  // dates stay ISO 8601 text (UTC)
+    cond[input.dataset.end === "min" ? "gte" : "lte"] = value;
+  }
+  return Object.keys(cond).length ? cond : null;
+}
+
+function currentFilter() {
+  const filter = {};
+  for (const label of $("filter-fields").children) {
+    const cond = controlCondition(label);
+    if (cond !== null) filter[label.dataset.field] = cond;
+  }
+  return Object.keys(filter).length ? JSON.stringify(filter) : null;
+}
+
+function filtersChanged() {
+  if (currentFilter() === state.sentFilter) return;  // e.g. the change event after typing a bound
+  if (state.file || state.referenceId || $("text").value.trim()) search();
+}
+
+async function loadFacets() {
+  let fields = {};
+  try {
+    const response = await fetch("/facets");
+    if (response.ok) fields = (await response.json()).fields || {};
+  } catch (err) {
+    fields = {};  // no facets: no filter controls
+  }
+  const controls = Object.entries(fields).map(([name, info]) => filterControl(name, info)).filter(Boolean);
+  $("filter-fields").replaceChildren(...controls);
+  $("filters").hidden = controls.length === 0;
+}
+
+let filterTimer = null;
+$("filter-fields").addEventListener("change", () => { clearTimeout(filterTimer); filtersChanged(); });
+$("filter-fields").addEventListener("input", (event) => {
+  if (event.target.tagName !== "INPUT") return;  // selects search on change
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(filtersChanged, 300);  // typing a bound: search once it pauses
+});
+$("clear-filters").addEventListener("click", () => {
+  for (const el of $("filter-fields").querySelectorAll("input, select")) {
+    if (el.multiple) [...el.options].forEach((o) => { o.selected = false; });
+    else el.value = "";
+  }
+  filtersChanged();
+});
+
 let sliderTimer = null;
 $("alpha").addEventListener("input", () => {
   $("alpha-value").textContent = Number($("alpha").value).toFixed(2);
@@ -137,3 +251,4 @@ drop.addEventListener("drop", (event) => {
   pickFile(event.dataTransfer.files[0]);
 });
 loadInfo();
+loadFacets();
