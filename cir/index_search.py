@@ -30,7 +30,6 @@ EXACT_MAX_MATCHES = 20_000
 HNSW_EF_WIDEN = 2
 # nprobe of a filtered IVF search grows with 1/selectivity, by at most this factor.
 IVF_NPROBE_WIDEN_MAX = 16
-SCAN_CHUNK = 16_384  # rows gathered per step of the exact scan (8 MB at dim 512)
 
 
 def rerank_search(index, vectors: np.ndarray, queries: np.ndarray, k: int, rerank: int = 0, params=None):
@@ -62,13 +61,19 @@ def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 
 def exact_search(embeddings: np.ndarray, rows: np.ndarray, query: np.ndarray, k: int):
-    """Exact top-k inner products of one query over `rows` (ascending) of `embeddings`; (scores, rows)."""
-    best_s, best_r = np.empty(0, np.float32), np.empty(0, np.int64)
-    for start in range(0, len(rows), SCAN_CHUNK):
-        chunk = rows[start:start + SCAN_CHUNK]
-        scores = np.asarray(embeddings[chunk], dtype=np.float32) @ query
-        best_s, best_r = _best(np.concatenate([best_s, scores]), np.concatenate([best_r, chunk]), k)
-    return best_s, best_r
+    """Exact top-k inner products of one query over `rows` of `embeddings`; (scores, rows).
+
+    The rows are read in place (faiss.fvec_inner_products_by_idx), never copied out first: the
+    scan is memory-bound, and a gather would read every row twice.
+    """
+    if not (embeddings.flags.c_contiguous and embeddings.dtype == np.float32):
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    q = np.ascontiguousarray(query, dtype=np.float32)
+    scores = np.empty(len(rows), np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(scores), faiss.swig_ptr(q), faiss.swig_ptr(embeddings),
+                                     faiss.swig_ptr(rows), q.shape[0], 1, len(rows))
+    return _best(scores, rows, k)
 
 
 def _params(index, factory: str, selector, k: int, selectivity: float):
@@ -90,17 +95,17 @@ def filtered_search(index, embeddings: np.ndarray, query: np.ndarray, k: int, ma
 
     `index` holds the same rows as `embeddings`; fewer than k rows come back only when fewer match.
     """
-    rows = np.flatnonzero(mask)
-    k = min(k, len(rows))
+    matches = int(np.count_nonzero(mask))
+    k = min(k, matches)
     if k == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64), "exact"
-    if len(rows) <= exact_max or on_gpu:  # faiss-gpu has no ID selectors
-        return (*exact_search(embeddings, rows, query, k), "exact")
+    if matches <= exact_max or on_gpu:  # faiss-gpu has no ID selectors
+        return (*exact_search(embeddings, np.flatnonzero(mask), query, k), "exact")
     bits = np.packbits(mask, bitorder="little")  # must outlive the search: the selector points into it
     selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-    params = _params(index, factory, selector, k, len(rows) / len(mask))
+    params = _params(index, factory, selector, k, matches / len(mask))
     scores, found = rerank_search(index, embeddings, query[None], k, rerank if "PQ" in factory else 0, params)
     keep = found[0] >= 0
     if int(keep.sum()) < k:
-        return (*exact_search(embeddings, rows, query, k), "fallback")
+        return (*exact_search(embeddings, np.flatnonzero(mask), query, k), "fallback")
     return scores[0][keep], found[0][keep], "selector" if factory == "Flat" else "ann"
