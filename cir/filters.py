@@ -207,7 +207,7 @@ def _code_mask(col: Column, values: tuple, count: int, op: str) -> np.ndarray:
         return mask
     if col.type == TAGS:
         return _tag_rows(col, known, count)
-    hit = np.isin(col.data, known)
+    hit = col.data == known[0] if len(known) == 1 else np.isin(col.data, known)
     return (col.data >= 0) & ~hit if op == "ne" else hit
 
 
@@ -236,10 +236,11 @@ class BoundFilter:
         """Boolean mask of the rows that meet every condition."""
         if columns is None:
             raise InvalidFilterError(self.conditions[0][0].field, "the index has no field columns: rebuild it")
-        mask = np.ones(columns.count, dtype=bool)
+        mask = None
         for cond, ftype in self.conditions:
             col = columns.fields.get(cond.field)
             if col is None or col.type != ftype:
                 raise InvalidFilterError(cond.field, f"the index has no {ftype} column for {cond.field!r}")
-            mask &= _mask(col, ftype, cond.op, cond.value, columns.count)
-        return mask
+            part = _mask(col, ftype, cond.op, cond.value, columns.count)
+            mask = part if mask is None else mask & part
+        return np.asarray(mask, dtype=bool)

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="encoder override (default: the model named in the index manifest)")
     p.add_argument("--adapter", help="LoRA adapter override (default: the manifest's adapter)")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--runtime", default="torch", help="encoder runtime: torch (default) or onnx (as `cir serve`)")
     p.add_argument("--json", action="store_true", help="print one JSON object shaped like the HTTP response")
     return p
 
@@ -92,11 +93,11 @@ def run(args) -> int:
 
 def _answer(args) -> int:
     # Heavy imports after parsing (see run).
-    from cir.encoder import load_encoder
     from cir.filters import parse_filter
     from cir.fusion import FUSIONS
     from cir.images import DEFAULT_MAX_PIXELS
     from cir.index_store import check_encoder, load_version
+    from cir.runtimes import load_runtime_encoder
     from cir.search import IndexState, Query, SearchEngine
     from cir.search.query import MAX_K, result_dict
     from transformers.utils import logging as hf_logging
@@ -111,8 +112,9 @@ def _answer(args) -> int:
     try:
         if flt is not None:
             flt.bind(index.manifest.get("fields"))  # before the model loads: a bad filter fails fast
-        encoder = load_encoder(args.model or index.manifest.get("model"),
-                               adapter=args.adapter or index.manifest.get("adapter"), device=args.device)
+        encoder = load_runtime_encoder(args.model or index.manifest.get("model"),
+                                       adapter=args.adapter or index.manifest.get("adapter"), device=args.device,
+                                       runtime=args.runtime)
         check_encoder(index.manifest, encoder)
         engine = SearchEngine(encoder, max_pixels=DEFAULT_MAX_PIXELS)
         engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))

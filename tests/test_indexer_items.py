@@ -41,13 +41,16 @@ def image_encodes(monkeypatch):
 
 @pytest.fixture()
 def titled(tmp_path):
-    """A manifest of 10 images: 7 with a title (one repeated), 2 without, 1 with a non-text title."""
+    """A manifest of 10 images: 7 with a title (one repeated), 2 without, 1 with a blank title.
+
+    (A number there would be a build error: every value of a manifest field has one type.)
+    """
     paths = make_gallery(tmp_path / "imgs", 10)
     rows = [{"path": str(p), "id": f"item{i}"} for i, p in enumerate(paths)]
     for row, title in zip(rows, TITLES):
         row["title"] = title
         row["caption"] = title.upper()
-    rows[7]["title"] = 42
+    rows[7]["title"] = "   "
     manifest = tmp_path / "gallery.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest

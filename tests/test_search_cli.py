@@ -76,6 +76,7 @@ def test_no_match_is_success_with_no_hits(rich_index, capsys):
     (["--reference-id", "no-such-item"], "no gallery item with id 'no-such-item'"),
     (["--image", "/nonexistent.png"], "No such file"),
     (["--version", "v999"], "missing or incomplete"),
+    (["--runtime", "tpu"], "unknown runtime"),
 ])
 def test_bad_input_exits_2_with_the_reason(rich_index, capsys, args, message):
     rc, out, err = _run(capsys, "--index", rich_index["root"], "--text", "make it blue", *args)
@@ -87,10 +88,10 @@ def test_usage_errors(tmp_path, rich_index, capsys):
     assert rc == 2 and "give a query" in err
     rc, _, err = _run(capsys, "--index", tmp_path, "--text", "x")
     assert rc == 2 and "no published version" in err
-    bad_image = tmp_path / "a.bmp"
-    bad_image.write_bytes(b"BM" + bytes(100))
+    bad_image = tmp_path / "a.gif"
+    bad_image.write_bytes(b"GIF89a" + bytes(100))
     rc, _, err = _run(capsys, "--index", rich_index["root"], "--image", bad_image)
-    assert rc == 2 and "not a JPEG, PNG or WebP" in err
+    assert rc == 2 and "the upload is not a JPEG, PNG" in err
     assert _run(capsys, "--text", "x")[0] == 2  # --index is required
     assert _run(capsys, "--index", tmp_path, "--image", "a", "--reference-id", "b")[0] == 2
 
