@@ -18,7 +18,6 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from cir.errors import error_text
 
 
-
 @dataclass(frozen=True)
 class ImageFormat:
     """An accepted image format: how files are named, how its bytes start, which Pillow plugins read it."""

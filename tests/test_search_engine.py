@@ -198,3 +198,27 @@ def test_a_bad_filter_fails_before_encoding(engine_parts):
         with pytest.raises(InvalidFilterError):
             engine.search_sync(Query(text="make it blue", filter=parse_filter(raw)))
     assert calls == []
+
+
+def test_a_lone_query_is_answered_exactly_as_search_sync(engine_parts, world_index):
+    """One query at a time takes the single-hop path: bit-identical to search_sync, batches of one reported."""
+    encoder, state = engine_parts
+    sizes: list[tuple[str, int]] = []
+    engine = SearchEngine(encoder, max_pixels=10**7, on_batch=lambda name, n: sizes.append((name, n)))
+    engine.swap(state)
+    queries = _queries(world_index)[:4]  # upload + text, upload alone, reference + text, text alone
+    expected = [engine.search_sync(q) for q in queries]
+
+    async def one_at_a_time():
+        await engine.start()
+        try:
+            return [await engine.search(q) for q in queries]
+        finally:
+            await engine.stop()
+
+    for a, b in zip(_run(one_at_a_time()), expected):
+        assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
+        assert (a.fusion, a.alpha, a.index_version) == (b.fusion, b.alpha, b.index_version)
+    assert {n for _, n in sizes} == {1}
+    assert [name for name, _ in sizes].count("search") == 4
+    assert [name for name, _ in sizes].count("image") == 2 and [name for name, _ in sizes].count("text") == 3

@@ -1,10 +1,11 @@
 """The search engine: encoder + loaded index + fusion. It knows nothing of HTTP.
 
 `SearchEngine.search` runs one composed query through the micro-batchers (image encodes, text
-encodes and index searches are each gathered across concurrent callers); `search_sync` runs the
-same steps directly, one query at a time, and is the exact reference the batched path is
-compared against. The loaded index is an immutable `IndexState` read once per query, so a hot
-swap (`swap`) never changes the index under a query in flight.
+encodes and index searches are each gathered across concurrent callers) or, when it is the only
+query in flight, as `search_sync` on the model thread; `search_sync` runs the steps directly,
+one query at a time, and is the exact reference the batched path is compared against. The
+loaded index is an immutable `IndexState` read once per query, so a hot swap (`swap`) never
+changes the index under a query in flight.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class SearchEngine:
         self.default_alpha = default_alpha
         self.default_fusion = default_fusion
         self._state: IndexState | None = None
+        self._on_batch = on_batch
+        self._in_flight = 0  # queries inside search() (event-loop thread only)
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="cir-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-model")
         self._search_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-search")
@@ -185,7 +188,29 @@ class SearchEngine:
         return fuse(fusion, v[None], w[None], alpha)[0]
 
     async def search(self, q: Query) -> SearchResult:
-        """Answer one query through the micro-batchers (call from the event loop)."""
+        """Answer one query (call from the event loop): alone, as `search_sync` in one hop to the model
+        thread; while others are in flight, through the micro-batchers, so they share forward passes."""
+        self._in_flight += 1
+        try:
+            if self._in_flight == 1:
+                return await self._search_alone(q)
+            return await self._search_batched(q)
+        finally:
+            self._in_flight -= 1
+
+    async def _search_alone(self, q: Query) -> SearchResult:
+        # Nothing to batch with: the hand-offs between decode, batcher and model threads would
+        # only add latency. The model thread keeps one forward pass at a time.
+        result = await asyncio.get_running_loop().run_in_executor(self._model_pool, self.search_sync, q)
+        if self._on_batch is not None:  # batches of one, so the batch-size metric counts every query
+            if q.reference_id is None and result.fusion != "text":
+                self._on_batch("image", 1)
+            if result.fusion != "image":
+                self._on_batch("text", 1)
+            self._on_batch("search", 1)
+        return result
+
+    async def _search_batched(self, q: Query) -> SearchResult:
         t0 = time.perf_counter()
         state, fusion, need_image, need_text, alpha, bound = self._begin(q)
         upload = q.reference_id is None and need_image
