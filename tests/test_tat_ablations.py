@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cir.encoder import load_encoder
-from training.lora import in_vision_tower, vision_prefixes
+from cir.families import in_tower, vision_prefixes
 
 SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "tat_ablations.py"
 spec = importlib.util.spec_from_file_location("tat_ablations", SCRIPT)
@@ -63,8 +63,8 @@ def test_variant_trains_exactly_its_towers(name, run, tiny_clip_dir):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     prefixes = vision_prefixes(model.get_base_model() if hasattr(model, "get_base_model") else model)
     strip = lambda n: n.removeprefix("base_model.model.")  # noqa: E731
-    vision = [n for n in trainable if in_vision_tower(strip(n), prefixes)]
-    text = [n for n in trainable if not in_vision_tower(strip(n), prefixes)]
+    vision = [n for n in trainable if in_tower(strip(n), prefixes)]
+    text = [n for n in trainable if not in_tower(strip(n), prefixes)]
     assert bool(vision) == (variant.vision != "frozen") and bool(text) == (variant.text != "frozen")
     assert all("lora_" in n for n in trainable) == (variant.vision != "full")
     image1, text1 = encoder.encode_pixels(pixels), encoder.encode_texts(captions)
