@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 FORM_OVERHEAD_BYTES = 64 * 1024
 QUERY_ERROR_STATUS = {
     q.EmptyQueryError: 422,
-    q.AmbiguousQueryError: 422,
     q.InvalidFilterError: 422,
+    q.TooManyReferencesError: 422,
+    q.ImageWeightsError: 422,
+    q.NegativeTextError: 422,
+    q.NegativeWeightError: 422,
     q.UnsupportedImageError: 415,
     q.BadImageError: 400,
     q.UnknownReferenceError: 404,

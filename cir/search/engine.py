@@ -14,38 +14,60 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from cir.fusion import DEFAULT_ALPHA, fuse
+from cir.fusion import DEFAULT_ALPHA, compose
 from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, decode_image,
                         sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
-from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
-                           IndexState, NotReadyError, Query, SearchResult, UnknownReferenceError,
-                           UnsupportedImageError)
+from cir.search.query import (BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Query, SearchResult,
+                              UnknownReferenceError, UnsupportedImageError)
 
 log = logging.getLogger(__name__)
 # The text weight of the one-sided fusions (what `alpha` reports for them).
 ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
 
 
-def _plan(q: Query, fusion: str) -> tuple[str, bool, bool]:
-    """Validate the query's parts and pick the effective fusion."""
-    has_image = q.image_bytes is not None or q.reference_id is not None
-    has_text = bool(q.text)
-    if q.image_bytes is not None and q.reference_id is not None:
-        raise AmbiguousQueryError("give either an image or a reference_id, not both")
-    if not has_image and not has_text:
-        raise EmptyQueryError("a query needs an image, a reference_id or a text")
-    if not has_text:
+STAGES = ("decode", "encode_image", "encode_text", "fuse", "search")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one query will do: its index state, fusion and text weight, filter, and the inputs to encode."""
+
+    state: IndexState
+    fusion: str
+    alpha: float
+    bound: object  # the query's filter bound to this version (cir.filters), or None
+    uploads: tuple[bytes, ...]  # images to decode and encode
+    gallery_ids: tuple[str, ...]  # stored image embeddings to read
+    text: str | None  # the modification text, when the fusion uses it
+    negatives: tuple[str, ...]
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Every text to encode: the modification text first, then the negatives."""
+        return ((self.text,) if self.text is not None else ()) + self.negatives
+
+
+def _fusion(q: Query, fusion: str) -> tuple[str, bool, bool]:
+    """The effective fusion and whether it needs the image and the text (a one-sided query uses its side)."""
+    if not q.text:
         return "image", True, False
-    if not has_image:
+    if not (q.uploads or q.gallery_ids):
         return "text", False, True
     return fusion, fusion != "text", fusion != "image"
+
+
+def _longest(timings: dict[str, float], **seconds: float) -> None:
+    """Parts that run concurrently: a stage lasts as long as its slowest part."""
+    for key, value in seconds.items():
+        timings[key] = max(timings[key], value)
 
 
 class SearchEngine:
@@ -170,22 +192,35 @@ class SearchEngine:
         return hits
 
     # --- whole queries ------------------------------------------------------------------
-    def _begin(self, q: Query) -> tuple[IndexState, str, bool, bool, float, object]:
+    def _begin(self, q: Query) -> Plan:
         state = self._state
         if state is None:
             raise NotReadyError("no index is loaded yet")
-        fusion, need_image, need_text = _plan(q, q.fusion or self.default_fusion)
+        q.check()
+        fusion, need_image, need_text = _fusion(q, q.fusion or self.default_fusion)
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         # Checked against this version's fields before any encoding: a bad filter fails fast.
         bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
-        return state, fusion, need_image, need_text, alpha, bound
+        return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
+                    q.text if need_text else None, tuple(q.negative_texts))
 
-    def _compose(self, fusion: str, v: np.ndarray | None, w: np.ndarray | None, alpha: float) -> np.ndarray:
-        v = w if v is None else v
-        w = v if w is None else w
-        return fuse(fusion, v[None], w[None], alpha)[0]
+    @staticmethod
+    def _compose(plan: Plan, q: Query, refs: list[np.ndarray], texts: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+        """cir.fusion.compose for one query (one reference and no negatives: exactly Slerp of v and w)."""
+        w = texts[0][0][None] if plan.text is not None else None
+        negatives = [vec for vec, _ in texts[0 if plan.text is None else 1:]]
+        return compose(plan.fusion, np.stack(refs)[None] if refs else None, w, plan.alpha, q.image_weights,
+                       np.stack(negatives)[None] if negatives else None, q.beta)[0]
+
+    @staticmethod
+    def _result(plan: Plan, q: Query, refs: list, texts: list, hits: list[Hit], vec: np.ndarray,
+                timings: dict[str, float], t0: float) -> SearchResult:
+        timings["total"] = time.perf_counter() - t0
+        return SearchResult(hits, plan.alpha, plan.fusion, plan.state.version, any(t for _, t in texts),
+                            {k: round(s * 1000, 3) for k, s in timings.items()}, references=len(refs),
+                            negative_weight=q.beta if plan.negatives else None, vector=vec)
 
     async def search(self, q: Query) -> SearchResult:
         """Answer one query (call from the event loop): alone, as `search_sync` in one hop to the model
@@ -202,87 +237,78 @@ class SearchEngine:
         # Nothing to batch with: the hand-offs between decode, batcher and model threads would
         # only add latency. The model thread keeps one forward pass at a time.
         result = await asyncio.get_running_loop().run_in_executor(self._model_pool, self.search_sync, q)
-        if self._on_batch is not None:  # batches of one, so the batch-size metric counts every query
-            if q.reference_id is None and result.fusion != "text":
-                self._on_batch("image", 1)
-            if result.fusion != "image":
-                self._on_batch("text", 1)
-            self._on_batch("search", 1)
+        if self._on_batch is not None:  # batches of one, so the batch-size metric counts every item
+            counts = {"image": len(q.uploads) if result.fusion != "text" else 0,
+                      "text": (result.fusion != "image") + len(q.negative_texts), "search": 1}
+            for name, count in counts.items():
+                for _ in range(count):
+                    self._on_batch(name, 1)
         return result
 
     async def _search_batched(self, q: Query) -> SearchResult:
         t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha, bound = self._begin(q)
-        upload = q.reference_id is None and need_image
-        # Announce each stage this query will reach, so batchers wait for it (and only for it).
-        tickets = {"image": self._images.expect() if upload else None,
-                   "text": self._texts.expect() if need_text else None, "search": self._searches.expect()}
+        plan = self._begin(q)
+        # Announce each item this query will bring to a batcher, so batchers wait for it (and only for it).
+        tickets = {"images": [self._images.expect() for _ in plan.uploads],
+                   "texts": [self._texts.expect() for _ in plan.texts], "search": [self._searches.expect()]}
         try:
-            return await self._search(q, state, fusion, alpha, bound, tickets, t0)
+            return await self._search(q, plan, tickets, t0)
         finally:
-            for ticket in tickets.values():
-                if ticket is not None:
-                    ticket.close()
+            for ticket in (t for group in tickets.values() for t in group):
+                ticket.close()
 
-    async def _search(self, q: Query, state: IndexState, fusion: str, alpha: float, bound, tickets: dict,
-                      t0: float) -> SearchResult:
-        timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
+    async def _search(self, q: Query, plan: Plan, tickets: dict, t0: float) -> SearchResult:
+        timings = dict.fromkeys(STAGES, 0.0)
         loop = asyncio.get_running_loop()
 
-        async def image_part() -> np.ndarray | None:
-            if q.reference_id is not None:
-                return await loop.run_in_executor(self._search_pool, self.reference, state, q.reference_id)
-            if tickets["image"] is None:
-                return None
+        async def upload(data: bytes, ticket) -> np.ndarray:
             t = time.perf_counter()
-            pixels = await loop.run_in_executor(self._decode_pool, self.decode, q.image_bytes)
+            pixels = await loop.run_in_executor(self._decode_pool, self.decode, data)
             t1 = time.perf_counter()
-            vec = await tickets["image"].submit(pixels)
-            timings["decode"], timings["encode_image"] = t1 - t, time.perf_counter() - t1
+            vec = await ticket.submit(pixels)
+            _longest(timings, decode=t1 - t, encode_image=time.perf_counter() - t1)
             return vec
 
-        async def text_part() -> tuple[np.ndarray | None, bool]:
-            if tickets["text"] is None:
-                return None, False
-            t = time.perf_counter()
-            vec, truncated = await tickets["text"].submit(q.text)
-            timings["encode_text"] = time.perf_counter() - t
-            return vec, truncated
+        async def stored(ref_id: str) -> np.ndarray:
+            return await loop.run_in_executor(self._search_pool, self.reference, plan.state, ref_id)
 
-        v, (w, truncated) = await asyncio.gather(image_part(), text_part())
+        async def text(value: str, ticket) -> tuple[np.ndarray, bool]:
+            t = time.perf_counter()
+            out = await ticket.submit(value)
+            _longest(timings, encode_text=time.perf_counter() - t)
+            return out
+
+        parts = await asyncio.gather(*map(upload, plan.uploads, tickets["images"]), *map(stored, plan.gallery_ids),
+                                     *map(text, plan.texts, tickets["texts"]))
+        n = len(plan.uploads) + len(plan.gallery_ids)
+        refs, texts = list(parts[:n]), list(parts[n:])
         t = time.perf_counter()
-        vec = self._compose(fusion, v, w, alpha)
+        vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = await tickets["search"].submit((state, vec, q.k, q.min_score, bound))
+        hits = await tickets["search"][0].submit((plan.state, vec, q.k, q.min_score, plan.bound))
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, alpha, fusion, state.version, truncated,
-                            {k: round(s * 1000, 3) for k, s in timings.items()})
+        return self._result(plan, q, refs, texts, hits, vec, timings, t0)
 
     def search_sync(self, q: Query) -> SearchResult:
         """The same query, step by step on the calling thread: no batching, no threads."""
         t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha, bound = self._begin(q)
-        timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
-        v = w = None
-        truncated = False
-        if q.reference_id is not None:
-            v = self.reference(state, q.reference_id)
-        elif need_image:
+        plan = self._begin(q)
+        timings = dict.fromkeys(STAGES, 0.0)
+        refs = []
+        for data in plan.uploads:
             t = time.perf_counter()
-            pixels = self.decode(q.image_bytes)
+            pixels = self.decode(data)
             t1 = time.perf_counter()
-            v = self.encode_pixel_batch([pixels])[0]
-            timings["decode"], timings["encode_image"] = t1 - t, time.perf_counter() - t1
-        if need_text:
-            t = time.perf_counter()
-            w, truncated = self.encode_text_batch([q.text])[0]
-            timings["encode_text"] = time.perf_counter() - t
+            refs.append(self.encode_pixel_batch([pixels])[0])
+            timings["decode"] += t1 - t
+            timings["encode_image"] += time.perf_counter() - t1
+        refs += [self.reference(plan.state, ref_id) for ref_id in plan.gallery_ids]
         t = time.perf_counter()
-        vec = self._compose(fusion, v, w, alpha)
+        texts = [self.encode_text_batch([value])[0] for value in plan.texts]
+        timings["encode_text"] = time.perf_counter() - t
+        t = time.perf_counter()
+        vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = self.search_batch([(state, vec, q.k, q.min_score, bound)])[0]
+        hits = self.search_batch([(plan.state, vec, q.k, q.min_score, plan.bound)])[0]
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, alpha, fusion, state.version, truncated,
-                            {k: round(s * 1000, 3) for k, s in timings.items()})
+        return self._result(plan, q, refs, texts, hits, vec, timings, t0)
