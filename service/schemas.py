@@ -39,7 +39,10 @@ class SearchResponse(BaseModel):
                                      "1 when only the text did (fusion text)")
     fusion: str = Field(description="the fusion used: the requested one, or image/text for a one-sided query")
     index_version: str
-    text_truncated: bool = Field(description="true when the text was longer than the text tower accepts")
+    text_truncated: bool = Field(description="true when a text was longer than the text tower accepts")
+    references: int = Field(0, description="how many reference images were merged (0 for a text-only query)")
+    negative_weight: float | None = Field(None, description="the push away from the negative text(s); null "
+                                                            "without one")
     warnings: list[str] = Field(default_factory=list)
     timings_ms: Timings
 
