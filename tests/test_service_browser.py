@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_page_search_flow(page, world_index):
     assert "24 hits" in status and "slerp" in status
     hits = page.locator(".hit")
     assert hits.count() == 24
-    sync_api.expect(page.locator("#preview")).to_be_visible()
+    sync_api.expect(page.locator(".ref img")).to_be_visible()
     first_scores = page.locator(".hit .score").all_inner_texts()
     assert all(-1.0001 <= float(s) <= 1.0001 for s in first_scores)
     page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
@@ -80,8 +81,57 @@ def test_page_search_flow(page, world_index):
     page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
 
 
-def test_page_shows_errors(page):
+def _answer_after(page, action) -> dict:
+    """Run an action that triggers a search; the JSON answer once the page shows it.
+
+    Chromium does not expose multipart bodies with files to Playwright, so what was sent is
+    read back from the answer (`references`, `negative_weight`)."""
+    with page.expect_response(lambda r: r.url.endswith("/search")) as answer:
+        action()
+    assert answer.value.status == 200
+    page.wait_for_function("!document.getElementById('status').textContent.includes('searching')")
+    return answer.value.json()
+
+
+def test_page_several_references_and_a_negative_text(page, world_index):
+    """Drop two images (two thumbnails, both sent), remove one, add a 'not' text with its weight."""
     page.locator("#clear").click()
+    page.fill("#text", "make it blue")
+    paths = [str(world_index["paths"][world_index["ids"][i]]) for i in (5, 6)]
+    body = _answer_after(page, lambda: page.set_input_files("#file", paths))
+    assert body["references"] == 2 and body["negative_weight"] is None
+    sync_api.expect(page.locator(".ref")).to_have_count(2)
+    sync_api.expect(page.locator("#ref-label")).to_contain_text("2 references")
+    sync_api.expect(page.locator("#status")).to_contain_text("2 references")
+
+    body = _answer_after(page, lambda: page.locator(".ref .remove").first.click())
+    assert body["references"] == 1
+    sync_api.expect(page.locator(".ref")).to_have_count(1)
+    sync_api.expect(page.locator("#ref-label")).to_have_text(f"upload: {Path(paths[1]).name}")
+
+    page.locator("#negative-weight").fill("0.5")  # no negative text yet: no search
+    page.fill("#negative", "red")
+    body = _answer_after(page, lambda: page.locator("#search").click())
+    assert body["negative_weight"] == 0.5 and body["references"] == 1
+    sync_api.expect(page.locator("#status")).to_contain_text("not β=0.50")
+
+    # shift-click on a hit adds it as a second (gallery) reference; a weight per thumbnail
+    target = page.locator(".hit").nth(1).get_attribute("data-id")
+    body = _answer_after(page, lambda: page.locator(".hit").nth(1).click(modifiers=["Shift"]))
+    assert body["references"] == 2
+    sync_api.expect(page.locator(".ref")).to_have_count(2)
+    sync_api.expect(page.locator(".ref").nth(1)).to_have_attribute("title", f"gallery: {target}")
+    body = _answer_after(page, lambda: page.locator(".ref input").nth(1).fill("3") or
+                         page.locator(".ref input").nth(1).dispatch_event("change"))
+    assert body["references"] == 2
+    page.fill("#negative", "")
+    page.locator("#clear").click()
+    sync_api.expect(page.locator(".ref")).to_have_count(0)
+
+
+def test_page_shows_errors(page):
+    if page.locator("#clear").is_visible():
+        page.locator("#clear").click()
     page.fill("#text", "")
     page.locator("#search").click()
     sync_api.expect(page.locator("#error")).to_be_visible()

@@ -3,30 +3,92 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, referenceId: null, previewUrl: null, busy: false, again: false, sentFilter: null };
+const MAX_REFERENCES = 8;  // the service's limit (cir.search.query.MAX_REFERENCES)
+// refs: the reference images, in the order shown: {upload: File} or {id: gallery id}, with src, label, weight
+const state = { refs: [], busy: false, again: false, sentFilter: null };
 
 function setError(message) {
   $("error").textContent = message || "";
   $("error").hidden = !message;
 }
 
-function setReference({ file = null, referenceId = null, src = null, label = "" }) {
-  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
-  state.file = file;
-  state.referenceId = referenceId;
-  state.previewUrl = file ? URL.createObjectURL(file) : null;
-  const img = $("preview");
-  img.hidden = !(file || referenceId);
-  img.src = state.previewUrl || src || "";
-  $("drop-hint").hidden = !img.hidden;
-  $("clear").hidden = img.hidden;
-  $("ref-label").textContent = label;
+function hasQuery() {
+  return state.refs.length > 0 || $("text").value.trim() !== "";
 }
 
-function pickFile(file) {
-  if (!file) return;
-  setReference({ file, label: `upload: ${file.name}` });
+function releaseRef(ref) {
+  if (ref.upload) URL.revokeObjectURL(ref.src);
+}
+
+function renderRefs() {
+  $("refs").replaceChildren(...state.refs.map((ref, i) => {
+    const box = document.createElement("div");
+    box.className = "ref";
+    box.title = ref.label;
+    const img = document.createElement("img");
+    img.src = ref.src;
+    img.alt = ref.label;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `remove reference ${i + 1}`);
+    remove.addEventListener("click", () => removeReference(i));
+    const weight = document.createElement("input");
+    weight.type = "number";
+    weight.min = "0";
+    weight.step = "0.5";
+    weight.value = String(ref.weight);
+    weight.title = "weight of this reference";
+    weight.addEventListener("change", () => {
+      ref.weight = Math.max(0, Number(weight.value) || 0);
+      search();
+    });
+    box.append(img, remove, weight);
+    return box;
+  }));
+  const n = state.refs.length;
+  $("ref-label").textContent = n === 1 ? state.refs[0].label : (n ? `${n} references, merged` : "");
+  $("clear").hidden = n === 0;
+}
+
+function setReferences(refs) {
+  state.refs.forEach(releaseRef);
+  state.refs = refs;
+  renderRefs();
+}
+
+function addReferences(refs) {
+  const room = MAX_REFERENCES - state.refs.length;
+  if (refs.length > room) setError(`At most ${MAX_REFERENCES} reference images; ${refs.length - room} left out.`);
+  refs.slice(room).forEach(releaseRef);
+  state.refs = state.refs.concat(refs.slice(0, room));
+  renderRefs();
+}
+
+function removeReference(index) {
+  releaseRef(state.refs[index]);
+  state.refs.splice(index, 1);
+  renderRefs();
+  if (hasQuery()) search();
+}
+
+function pickFiles(files) {
+  const picked = [...(files || [])].map((file) => (
+    { upload: file, src: URL.createObjectURL(file), label: `upload: ${file.name}`, weight: 1 }));
+  if (!picked.length) return;
+  addReferences(picked);
   search();
+}
+
+function appendReferences(form) {
+  // the API's order: uploaded images first, then gallery ids; image_weights follows it
+  const ordered = state.refs.filter((r) => r.upload).concat(state.refs.filter((r) => !r.upload));
+  for (const ref of ordered) {
+    if (ref.upload) form.append("image", ref.upload);
+    else form.append("reference_id", ref.id);
+  }
+  if (ordered.some((r) => r.weight !== 1)) form.append("image_weights", ordered.map((r) => r.weight).join(","));
 }
 
 function errorText(body, status) {
@@ -37,7 +99,7 @@ function errorText(body, status) {
 
 async function search() {
   const text = $("text").value.trim();
-  if (!state.file && !state.referenceId && !text) {
+  if (!hasQuery()) {
     setError("Pick an image, click a hit or type a change first.");
     return;
   }
@@ -45,9 +107,13 @@ async function search() {
   state.busy = true;
   setError("");
   const form = new FormData();
-  if (state.file) form.append("image", state.file);
-  else if (state.referenceId) form.append("reference_id", state.referenceId);
+  appendReferences(form);
   if (text) form.append("text", text);
+  const negative = $("negative").value.trim();
+  if (negative) {
+    form.append("negative_text", negative);
+    form.append("negative_weight", $("negative-weight").value);
+  }
   form.append("alpha", $("alpha").value);
   form.append("fusion", $("fusion").value);
   form.append("k", $("k").value);
@@ -88,15 +154,19 @@ function render(body) {
     id.className = "id";
     id.textContent = hit.id;
     card.append(img, meta, id);
-    card.addEventListener("click", () => {
-      setReference({ referenceId: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}` });
+    card.addEventListener("click", (event) => {
+      const ref = { id: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}`, weight: 1 };
+      if (event.shiftKey) addReferences([ref]);
+      else setReferences([ref]);
       search();
     });
     return card;
   }));
   const t = body.timings_ms;
   const notes = body.warnings.length ? ` · ${body.warnings.join("; ")}` : "";
-  $("status").textContent = `${body.results.length} hits · ${body.fusion} α=${body.alpha.toFixed(2)} · ` +
+  const refs = body.references > 1 ? ` · ${body.references} references` : "";
+  const not = body.negative_weight !== null ? ` · not β=${body.negative_weight.toFixed(2)}` : "";
+  $("status").textContent = `${body.results.length} hits · ${body.fusion} α=${body.alpha.toFixed(2)}${refs}${not} · ` +
     `${t.total.toFixed(1)} ms · index ${body.index_version}${notes}`;
 }
 
@@ -198,7 +268,7 @@ function currentFilter() {
 
 function filtersChanged() {
   if (currentFilter() === state.sentFilter) return;  // e.g. the change event after typing a bound
-  if (state.file || state.referenceId || $("text").value.trim()) search();
+  if (hasQuery()) search();
 }
 
 async function loadFacets() {
@@ -233,13 +303,21 @@ let sliderTimer = null;
 $("alpha").addEventListener("input", () => {
   $("alpha-value").textContent = Number($("alpha").value).toFixed(2);
   clearTimeout(sliderTimer);
-  if (state.file || state.referenceId || $("text").value.trim()) sliderTimer = setTimeout(search, 150);
+  if (hasQuery()) sliderTimer = setTimeout(search, 150);
+});
+$("negative-weight").addEventListener("input", () => {
+  $("negative-weight-value").textContent = Number($("negative-weight").value).toFixed(2);
+  clearTimeout(sliderTimer);
+  if (hasQuery() && $("negative").value.trim()) sliderTimer = setTimeout(search, 150);
 });
 $("query").addEventListener("submit", (event) => { event.preventDefault(); search(); });
 $("fusion").addEventListener("change", () => { if ($("results").children.length) search(); });
 $("k").addEventListener("change", () => { if ($("results").children.length) search(); });
-$("clear").addEventListener("click", () => setReference({}));
-$("file").addEventListener("change", (event) => pickFile(event.target.files[0]));
+$("clear").addEventListener("click", () => setReferences([]));
+$("file").addEventListener("change", (event) => {
+  pickFiles(event.target.files);
+  event.target.value = "";  // picking the same file again still adds it
+});
 const drop = $("drop");
 drop.addEventListener("click", () => $("file").click());
 drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file").click(); });
@@ -248,7 +326,7 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
   event.preventDefault();
   drop.classList.remove("over");
-  pickFile(event.dataTransfer.files[0]);
+  pickFiles(event.dataTransfer.files);
 });
 loadInfo();
 loadFacets();
