@@ -17,9 +17,11 @@ examples:
   cir search --index .demo/index --reference-id 000000000042.png --text "make it blue"
   cir search --index .demo/index --text "a red star" --filter '{"size": "large", "pattern": {"ne": "plain"}}'
   cir search --index ROOT --image query.jpg --text "same but in black" --filter @filter.json --k 5 --json
+  cir search --index ROOT --image a.jpg --image b.jpg --reference-id 0042.png --image-weights 2,1,1 \
+             --text "make it blue" --negative-text striped --negative-weight 0.4
 
-Exit status: 0 with results (possibly none), 2 for bad input (no query, a bad image or filter,
-unknown reference id, an index or model that cannot be loaded)."""
+Exit status: 0 with results (possibly none), 2 for bad input (no query, a bad image, filter or
+weights, more than 8 references, unknown reference id, an index or model that cannot be loaded)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
                                             "optionally filtered by metadata) against a published index.")
     p.add_argument("--index", required=True, type=Path, metavar="ROOT", help="index root (from `cir index build`)")
     p.add_argument("--version", help="index version to search (default: the published ROOT/CURRENT)")
-    ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--image", type=Path, metavar="FILE", help="reference image: a JPEG, PNG or WebP file")
-    ref.add_argument("--reference-id", metavar="ID", help="use this gallery item as the reference image")
+    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
+                   help="reference image: a JPEG, PNG, WebP or BMP file (repeatable)")
+    p.add_argument("--reference-id", action="append", default=[], metavar="ID",
+                   help="use this gallery item as a reference image (repeatable; up to 8 references in all, "
+                        "merged by their spherical mean)")
+    p.add_argument("--image-weights", metavar="W,W,...",
+                   help="one weight per reference, comma-separated: the --image files first, then the "
+                        "--reference-ids (default equal)")
     p.add_argument("--text", help="the modification text")
+    p.add_argument("--negative-text", action="append", default=[], metavar="TEXT",
+                   help="move the query away from this text (repeatable; several are merged first)")
+    p.add_argument("--negative-weight", type=float, metavar="BETA",
+                   help="how far to move away from the negative text, 0..1 (default 0.3)")
     p.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"colour": "blue", "price": {"lt": 50}}\', '
                                                    "or @FILE to read it from a file (fields: cir index info ROOT)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10, at most 1000)")
@@ -54,7 +65,7 @@ def _read_filter(spec: str | None) -> str | None:
 
 
 def _check(args, max_k: int) -> None:
-    if args.image is None and args.reference_id is None and not (args.text or "").strip():
+    if not args.image and not args.reference_id and not (args.text or "").strip():
         raise ValueError("give a query: --image FILE, --reference-id ID and/or --text TEXT")
     if not 1 <= args.k <= max_k:
         raise ValueError(f"--k must be between 1 and {max_k}")
@@ -65,6 +76,10 @@ def _check(args, max_k: int) -> None:
 def _print_text(body: dict, count: int, filter_text: str | None) -> None:
     t = body["timings_ms"]
     note = f" · filter {filter_text}" if filter_text else ""
+    if body["references"] > 1:
+        note = f" · {body['references']} references" + note
+    if body["negative_weight"] is not None:
+        note = f" · not beta={body['negative_weight']:.2f}" + note
     print(f"index {body['index_version']} ({count} items) · {body['fusion']} alpha={body['alpha']:.2f}{note} · "
           f"{len(body['results'])} hits · {t['total']:.1f} ms")
     for warning in body["warnings"]:
@@ -99,7 +114,7 @@ def _answer(args) -> int:
     from cir.index_store import check_encoder, load_version
     from cir.runtimes import load_runtime_encoder
     from cir.search import IndexState, Query, SearchEngine
-    from cir.search.query import MAX_K, result_dict
+    from cir.search.query import MAX_K, check_reference_count, parse_weights, result_dict
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one query: the weight-loading bar is noise on stderr
@@ -107,7 +122,13 @@ def _answer(args) -> int:
     if args.fusion not in FUSIONS:
         raise ValueError(f"--fusion must be one of {', '.join(FUSIONS)}")
     flt = parse_filter(_read_filter(args.filter))
-    image = args.image.expanduser().read_bytes() if args.image is not None else None
+    check_reference_count(len(args.image) + len(args.reference_id))
+    query = Query(images=tuple(path.expanduser().read_bytes() for path in args.image),
+                  reference_ids=tuple(args.reference_id), text=(args.text or "").strip() or None, k=args.k,
+                  alpha=args.alpha, fusion=args.fusion, min_score=args.min_score, filter=flt,
+                  image_weights=parse_weights(args.image_weights) if args.image_weights else None,
+                  negative_texts=tuple(t.strip() for t in args.negative_text), negative_weight=args.negative_weight)
+    query.check()  # before the model loads: bad weights or references fail fast
     index = load_version(args.index, args.version)
     try:
         if flt is not None:
@@ -118,9 +139,7 @@ def _answer(args) -> int:
         check_encoder(index.manifest, encoder)
         engine = SearchEngine(encoder, max_pixels=DEFAULT_MAX_PIXELS)
         engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
-        result = engine.search_sync(Query(image_bytes=image, reference_id=args.reference_id,
-                                          text=(args.text or "").strip() or None, k=args.k, alpha=args.alpha,
-                                          fusion=args.fusion, min_score=args.min_score, filter=flt))
+        result = engine.search_sync(query)
         body = result_dict(result, encoder.text_max_length)
     finally:
         index.close()

@@ -93,11 +93,7 @@ def _weights(values: list[str] | None) -> tuple[float, ...] | None:
         return None
     if len(values) > 1:
         raise _invalid("image_weights", "give image_weights once, as comma-separated numbers (e.g. 2,1,1)")
-    try:
-        weights = tuple(float(v) for v in values[0].split(","))
-    except ValueError:
-        raise _invalid("image_weights", f"not comma-separated numbers: {values[0][:100]!r}") from None
-    return weights
+    return q.parse_weights(values[0])
 
 
 def _texts(field: str, values: list[str] | None, limit: int) -> tuple[str, ...]:

@@ -93,7 +93,7 @@ def _bomb_png() -> bytes:
     ("weights_count", 422, "invalid_image_weights", "image_weights"),
     ("weights_negative", 422, "invalid_image_weights", "image_weights"),
     ("weights_zero", 422, "invalid_image_weights", "image_weights"),
-    ("weights_not_numbers", 422, "invalid_request", "image_weights"),
+    ("weights_not_numbers", 422, "invalid_image_weights", "image_weights"),
     ("weights_repeated", 422, "invalid_request", "image_weights"),
     ("negative_weight_big", 422, "invalid_request", "negative_weight"),
     ("negative_weight_nan", 422, "invalid_request", "negative_weight"),

@@ -154,6 +154,14 @@ class Query:
             raise NegativeWeightError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
 
 
+def parse_weights(text: str) -> tuple[float, ...]:
+    """Image weights as HTTP and `cir search` take them: "2,1,0.5" -> (2.0, 1.0, 0.5)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ImageWeightsError(f"image_weights: not comma-separated numbers: {text[:100]!r}") from None
+
+
 def check_reference_count(n: int) -> None:
     """TooManyReferencesError when a query brings more than MAX_REFERENCES references."""
     if n > MAX_REFERENCES:
