@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cir.encoder import load_encoder
+from cir.filters import parse_filter
 from cir.fusion import fuse, negative, spherical_mean
 from cir.index_store import load_version
 from cir.search import query as q
@@ -130,7 +131,8 @@ def test_batched_equals_one_by_one_with_mixed_queries_in_one_batch(engine, world
         queries.append(Query(images=uploads, reference_ids=refs, text=("make it blue", None, "add stripes")[i % 3],
                              image_weights=tuple(1.0 + j for j in range(n)) if n > 1 and i % 4 == 0 else None,
                              negative_texts=("red",) * (i % 2) + ("small",) * (i % 5 == 0),
-                             negative_weight=None if i % 3 else 0.6, k=4 + i % 3, alpha=0.5 + 0.02 * i))
+                             negative_weight=None if i % 3 else 0.6, k=4 + i % 3, alpha=0.5 + 0.02 * i,
+                             filter=parse_filter('{"size": "small"}') if i % 4 == 1 else None))
     queries = [x for x in queries if x.uploads or x.gallery_ids or x.text]
     expected = [engine.search_sync(x) for x in queries]
     got, sizes = _run_batched(engine, queries)

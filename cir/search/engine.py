@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,8 +24,8 @@ from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLa
                         sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
-from cir.search.query import (BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Query, SearchResult,
-                              UnknownReferenceError, UnsupportedImageError)
+from cir.search.query import (BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan, Query,
+                              SearchResult, UnknownReferenceError, UnsupportedImageError)
 
 log = logging.getLogger(__name__)
 # The text weight of the one-sided fusions (what `alpha` reports for them).
@@ -34,25 +33,6 @@ ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
 
 
 STAGES = ("decode", "encode_image", "encode_text", "fuse", "search")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one query will do: its index state, fusion and text weight, filter, and the inputs to encode."""
-
-    state: IndexState
-    fusion: str
-    alpha: float
-    bound: object  # the query's filter bound to this version (cir.filters), or None
-    uploads: tuple[bytes, ...]  # images to decode and encode
-    gallery_ids: tuple[str, ...]  # stored image embeddings to read
-    text: str | None  # the modification text, when the fusion uses it
-    negatives: tuple[str, ...]
-
-    @property
-    def texts(self) -> tuple[str, ...]:
-        """Every text to encode: the modification text first, then the negatives."""
-        return ((self.text,) if self.text is not None else ()) + self.negatives
 
 
 def _fusion(q: Query, fusion: str) -> tuple[str, bool, bool]:

@@ -90,6 +90,25 @@ class IndexState:
         return int(self.index.count)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one query will do: its index state, fusion and text weight, filter, and the inputs to encode."""
+
+    state: IndexState
+    fusion: str
+    alpha: float
+    bound: object  # the query's filter bound to this version (cir.filters), or None
+    uploads: tuple[bytes, ...]  # images to decode and encode
+    gallery_ids: tuple[str, ...]  # stored image embeddings to read
+    text: str | None  # the modification text, when the fusion uses it
+    negatives: tuple[str, ...]
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Every text to encode: the modification text first, then the negatives."""
+        return ((self.text,) if self.text is not None else ()) + self.negatives
+
+
 @dataclass
 class Query:
     """A composed query: reference images (uploads and/or gallery ids) and/or a modification text,
