@@ -21,6 +21,7 @@ from tqdm import tqdm
 from cir.errors import error_text
 from cir.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from cir.pixels import stack_pixels
+from cir.workers import iterate, worker_init
 
 
 @dataclass
@@ -100,10 +101,12 @@ def iter_embedded_batches(encoder, paths: Sequence[str | Path], batches: Sequenc
     loader = DataLoader(
         dataset, batch_sampler=[list(b) for b in batches], num_workers=workers,
         collate_fn=collate_images, pin_memory=encoder.device.type == "cuda",
+        # Workers leave Ctrl-C to this process and die with it (even under kill -9).
+        worker_init_fn=worker_init() if workers > 0 else None,
         # Deep prefetch keeps the accelerator busy across slow (large) images.
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
     )
-    for batch in loader:
+    for batch in iterate(loader):
         if batch["pixels"] is None:
             embeddings = np.zeros((0, encoder.dim), np.float32)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,9 @@ from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
+GPU_INDEX = ("auto", "yes", "no")
+# One core stays with the encoder's process (collation, host-to-device copies).
+DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
 # Text weight of a composed gallery item (slerp(image, title, B)) when --item-text is given alone.
 DEFAULT_ITEM_ALPHA = 0.1
 _FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
@@ -26,7 +30,7 @@ class BuildConfig:
     adapter: Path | None = None
     factory: str = "auto"
     batch_size: int = 64
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     device: str = "auto"
     dtype: str = "auto"
     runtime: str = DEFAULT_RUNTIME
@@ -70,7 +74,7 @@ class BuildConfig:
             raise ValueError("--flat-max must be >= 0")
         if self.max_memory_gb is not None and self.max_memory_gb <= 0:
             raise ValueError("--max-memory-gb must be > 0")
-        if self.gpu_index not in ("auto", "yes", "no"):
+        if self.gpu_index not in GPU_INDEX:
             raise ValueError("--gpu-index must be auto, yes or no")
         if self.max_pixels < 1:
             raise ValueError("--max-pixels must be >= 1")

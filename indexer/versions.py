@@ -39,18 +39,38 @@ def check_writable(root: Path) -> None:
         raise OutputError(f"output root {root} is not writable: {exc}") from exc
 
 
+# Lock fds this process holds. A forked child (a DataLoader decode worker) would share the lock
+# and keep it after a kill -9 of the build, so that an immediate rerun found the root "locked":
+# children close their copies at once, and the lock lives and dies with the build process.
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextmanager
 def root_lock(root: Path):
     """Hold an exclusive lock on ROOT/.lock for the whole build (one writer per root)."""
-    fh = open(root / ".lock", "a")
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise OutputError(f"another build holds {root / '.lock'}; wait for it to finish") from exc
+        _HELD_LOCKS.add(fd)
         yield
     finally:
-        fh.close()
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
 
 
 def new_version_name(root: Path, fingerprint: str) -> str:

@@ -124,8 +124,8 @@ def _run_steps(job: Job, state: RunState, stop: StopFlag, on_step=None) -> bool:
     cfg, info = job.cfg, job.info
     params = list(trainable_parameters(job.model).values())
     dataset = PairBatches(job.source, job.encoder.preprocess, job.plan.local_batch)
-    loader = iter(make_loader(dataset, range(state.step * cfg.grad_accum, job.micro_end), cfg.workers,
-                              pin_memory=job.encoder.device.type == "cuda"))
+    loader = make_loader(dataset, range(state.step * cfg.grad_accum, job.micro_end), cfg.workers,
+                         pin_memory=job.encoder.device.type == "cuda")
     train_log = TrainLog(job.out, cfg.log_every, info.main)
     bar = tqdm(total=job.steps, initial=state.step, desc="tat", unit="step",
                disable=not (cfg.progress and info.main), dynamic_ncols=True)
