@@ -11,6 +11,7 @@ from pathlib import Path
 # Light imports only: the parser is built, and --help answered, before torch and faiss load.
 from cir.runtimes import RUNTIMES
 from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
+from indexer.errors import BuildError
 
 D = BuildConfig  # field defaults of the one config: the CLI never restates them
 
@@ -68,6 +69,10 @@ def _build_parser(sub) -> None:
                         "index). A new field or weight re-composes without re-encoding any image")
     p.add_argument("--max-pixels", type=int, default=D.max_pixels,
                    help="decompression-bomb guard: images with more pixels are skipped (default %(default)s)")
+    p.add_argument("--max-file-mb", type=float, default=D.max_file_mb,
+                   help="larger files are skipped, never read (default %(default)s MiB)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="index symlinks in a gallery folder that point outside it (default: skipped with a reason)")
     p.add_argument("--faiss-threads", type=int, default=0, help="FAISS OpenMP threads (default 0 = all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one final JSON line with the counts and images/s")
@@ -80,7 +85,8 @@ def _config(args) -> BuildConfig:
         runtime=args.runtime, onnx_cache=args.onnx_cache, executor=args.executor, keep=args.keep, alpha=args.alpha,
         force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
         max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, item_text=args.item_text,
-        item_alpha=args.item_alpha, max_pixels=args.max_pixels, progress=not args.no_progress)
+        item_alpha=args.item_alpha, max_pixels=args.max_pixels, max_file_mb=args.max_file_mb,
+        follow_symlinks=args.follow_symlinks, progress=not args.no_progress)
 
 
 def cmd_build(args) -> int:
@@ -101,8 +107,11 @@ def cmd_build(args) -> int:
         executor = ray_executor.embed_ray
     result = build(cfg, executor=executor)
     if args.json:
-        keys = ("version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
+        keys = ("status", "version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
         print(json.dumps({k: getattr(result, k) for k in keys}))
+    elif result.status == "unchanged":
+        print(f"unchanged: {result.version} already holds these {result.count} items ({result.skipped} skipped); "
+              "nothing published (--force-new publishes anyway)")
     else:
         print(f"published {result.version}: {result.count} items ({result.embedded} embedded, {result.reused} "
               f"reused, {result.skipped} skipped) in {result.seconds:.1f}s, {result.images_per_s:.1f} images/s; "
@@ -169,11 +178,12 @@ def _expected(exc: Exception) -> bool:
     """A failure the user can act on (one line on stderr), as opposed to a bug (a traceback)."""
     if isinstance(exc, (ValueError, ImportError)):
         return True
-    # Raised only once a command imported its heavy modules, so these imports cost nothing.
+    if isinstance(exc, BuildError):
+        return True
+    # Raised only once a command imported the index store (faiss), so this import costs nothing.
     from cir.index_store import IndexStoreError  # noqa: PLC0415
-    from indexer.build import BuildError  # noqa: PLC0415
 
-    return isinstance(exc, (BuildError, IndexStoreError))
+    return isinstance(exc, IndexStoreError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cir.defaults import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA, DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
@@ -44,7 +44,9 @@ class BuildConfig:
     flat_max: int = 20_000
     max_memory_gb: float | None = None
     gpu_index: str = "auto"
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+    follow_symlinks: bool = False
     item_text: str | None = None
     item_alpha: float | None = None
     progress: bool = True
@@ -78,6 +80,8 @@ class BuildConfig:
             raise ValueError("--gpu-index must be auto, yes or no")
         if self.max_pixels < 1:
             raise ValueError("--max-pixels must be >= 1")
+        if not self.max_file_mb > 0:
+            raise ValueError("--max-file-mb must be > 0")
         if self.item_text is not None and not self.item_text.strip():
             raise ValueError("--item-text must name a manifest field, e.g. title")
         if self.item_alpha is not None and self.item_text is None:
@@ -91,3 +95,8 @@ class BuildConfig:
         if self.item_text is None:
             return 0.0
         return DEFAULT_ITEM_ALPHA if self.item_alpha is None else self.item_alpha
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The file size limit in bytes."""
+        return int(self.max_file_mb * 2**20)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from contextlib import contextmanager
@@ -17,15 +19,12 @@ import numpy as np
 
 from cir import index_store as store
 from cir.io import atomic_write_json
+from indexer.errors import OutputError
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 _COUNTER = re.compile(r"^(?:\.tmp-)?v(\d+)-")
-
-
-class OutputError(RuntimeError):
-    """The output root cannot be used (unwritable, locked, inconsistent)."""
 
 
 def check_writable(root: Path) -> None:
@@ -97,16 +96,23 @@ def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dic
     tmp_name = TMP_PREFIX + version
     tmp = root / store.VERSIONS / tmp_name
     tmp.mkdir(parents=True)
-    np.save(tmp / store.EMBEDDINGS_FILE, vectors)
-    if ranked is not None:
-        np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
-    store.write_items(tmp / store.ITEMS_FILE, items)
-    faiss.write_index(index, str(tmp / store.INDEX_FILE))
-    atomic_write_json(tmp / store.REPORT_FILE, report)
-    atomic_write_json(tmp / store.MANIFEST, manifest)
-    verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
-    final = root / store.VERSIONS / version
-    os.rename(tmp, final)
+    try:
+        np.save(tmp / store.EMBEDDINGS_FILE, vectors)
+        if ranked is not None:
+            np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
+        store.write_items(tmp / store.ITEMS_FILE, items)
+        faiss.write_index(index, str(tmp / store.INDEX_FILE))
+        atomic_write_json(tmp / store.REPORT_FILE, report)
+        atomic_write_json(tmp / store.MANIFEST, manifest)
+        verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
+        final = root / store.VERSIONS / version
+        os.rename(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep a half-written version
+        if isinstance(exc, (RuntimeError, sqlite3.Error)) and not isinstance(exc, OutputError):
+            # faiss and sqlite report a failed write in their own ways (a full disk among them)
+            raise OSError(errno.EIO, f"cannot write version {version}: {exc}") from exc
+        raise
     return final
 
 
