@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,9 @@ def check_split(split: str) -> str:
     if split not in SPLITS:
         raise BenchmarkError(f"unknown split {split!r}; choose val or test")
     return split
+
+
+def default_cache_dir() -> Path:
+    """Where evaluation caches gallery embeddings: $CIR_CACHE_DIR/eval-gallery, else ~/.cache/cir/eval-gallery."""
+    base = os.environ.get("CIR_CACHE_DIR") or Path.home() / ".cache" / "cir"
+    return Path(base) / "eval-gallery"

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cir.benchmarks.data import default_cache_dir
 from cir.io import atomic_write_bytes
 from cir.pipeline import embed_image_files
 
@@ -37,12 +38,6 @@ class GalleryEmbeddings:
     failed: list[tuple[str, str]] = field(default_factory=list)
     cached_shards: int = 0
     embedded_shards: int = 0
-
-
-def default_cache_dir() -> Path:
-    """$CIR_CACHE_DIR/eval-gallery, else ~/.cache/cir/eval-gallery."""
-    base = os.environ.get("CIR_CACHE_DIR") or Path.home() / ".cache" / "cir"
-    return Path(base) / "eval-gallery"
 
 
 def encoder_key(encoder) -> str:
