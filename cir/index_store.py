@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import faiss
 import numpy as np
 
+from cir.index_factory import factory_kind
 from cir.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def rerank_search(index, vectors: np.ndarray, queries: np.ndarray, k: int, reran
 def read_index(path: str | Path, factory: str, mmap: bool = True):
     """Read a FAISS index; IVF indexes are memory-mapped (read-only) when mmap is set."""
     flags = 0
-    if mmap and "IVF" in factory:
+    if mmap and factory_kind(factory) == "IVF":
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.read_index(str(path), flags)
 
@@ -224,7 +225,7 @@ def to_gpu(index, factory: str):
     """Move a Flat/IVF index to GPU 0 with faiss-gpu (HNSW stays on the CPU); returns (index, resources)."""
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         raise IndexStoreError("GPU search needs faiss-gpu and a CUDA device")
-    if factory.startswith("HNSW"):
+    if factory_kind(factory) == "HNSW":
         log.warning("%s has no GPU implementation; searching on the CPU", factory)
         return index, None
     resources = faiss.StandardGpuResources()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cir.defaults import DEFAULT_ALPHA, DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS
+from cir.index_factory import FORMS, parse_factory
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
@@ -17,7 +17,6 @@ GPU_INDEX = ("auto", "yes", "no")
 DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
 # Text weight of a composed gallery item (slerp(image, title, B)) when --item-text is given alone.
 DEFAULT_ITEM_ALPHA = 0.1
-_FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,11 @@ class BuildConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if not _FACTORY.match(self.factory):
-            raise ValueError(f"unsupported --factory {self.factory!r}; use auto, Flat, HNSW<M>, "
-                             "IVF<nlist>,Flat or IVF<nlist>,PQ<m>")
+        if self.factory != "auto":
+            try:
+                parse_factory(self.factory)
+            except ValueError:
+                raise ValueError(f"unsupported --factory {self.factory!r}; use auto, {FORMS}") from None
         if self.batch_size < 1 or self.shard_size < 1:
             raise ValueError("--batch-size and --shard-size must be >= 1")
         if self.workers < 0:

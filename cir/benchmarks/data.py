@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cir.defaults import DEFAULT_ALPHA as ALPHA  # the paper's value for CIRCO and FashionIQ
+
 BENCHMARKS = ("cirr", "circo", "fashioniq")
 SPLITS = ("val", "test")
 # The paper's default text weight per benchmark (METHOD.md section 2).
-DEFAULT_ALPHA = {"cirr": 0.9, "circo": 0.8, "fashioniq": 0.8}
+DEFAULT_ALPHA = {"cirr": 0.9, "circo": ALPHA, "fashioniq": ALPHA}
 TOP_K = 50
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -62,6 +64,9 @@ class SearchEngine:
         self.default_alpha = default_alpha
         self.default_fusion = default_fusion
         self._state: IndexState | None = None
+        # queries in flight per index state: a swapped-out state is closed only once none holds it
+        self._holds: Counter[int] = Counter()
+        self._holds_lock = threading.Lock()
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="cir-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-model")
         self._search_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-search")
@@ -79,6 +84,17 @@ class SearchEngine:
         """Make `state` current (one reference assignment: atomic); return the previous one."""
         old, self._state = self._state, state
         return old
+
+    def in_flight(self, state: IndexState) -> int:
+        """How many queries are running against `state` (a retired state may close when 0)."""
+        with self._holds_lock:
+            return self._holds[id(state)]
+
+    def _release(self, state: IndexState) -> None:
+        with self._holds_lock:
+            self._holds[id(state)] -= 1
+            if self._holds[id(state)] <= 0:
+                del self._holds[id(state)]
 
     def alpha_for(self, state: IndexState | None) -> float:
         """The text weight used when a query gives none: config, then manifest, then DEFAULT_ALPHA."""
@@ -166,6 +182,8 @@ class SearchEngine:
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
+        with self._holds_lock:  # released by the caller when the query ends
+            self._holds[id(state)] += 1
         return state, fusion, need_image, need_text, alpha
 
     def _compose(self, fusion: str, v: np.ndarray | None, w: np.ndarray | None, alpha: float) -> np.ndarray:
@@ -179,14 +197,19 @@ class SearchEngine:
         state, fusion, need_image, need_text, alpha = self._begin(q)
         upload = q.reference_id is None and need_image
         # Announce each stage this query will reach, so batchers wait for it (and only for it).
-        tickets = {"image": self._images.expect() if upload else None,
-                   "text": self._texts.expect() if need_text else None, "search": self._searches.expect()}
+        try:
+            tickets = {"image": self._images.expect() if upload else None,
+                       "text": self._texts.expect() if need_text else None, "search": self._searches.expect()}
+        except BaseException:
+            self._release(state)
+            raise
         try:
             return await self._search(q, state, fusion, alpha, tickets, t0)
         finally:
             for ticket in tickets.values():
                 if ticket is not None:
                     ticket.close()
+            self._release(state)
 
     async def _search(self, q: Query, state: IndexState, fusion: str, alpha: float, tickets: dict,
                       t0: float) -> SearchResult:
@@ -227,6 +250,13 @@ class SearchEngine:
         """The same query, step by step on the calling thread: no batching, no threads."""
         t0 = time.perf_counter()
         state, fusion, need_image, need_text, alpha = self._begin(q)
+        try:
+            return self._search_sync(q, state, fusion, need_image, need_text, alpha, t0)
+        finally:
+            self._release(state)
+
+    def _search_sync(self, q: Query, state: IndexState, fusion: str, need_image: bool, need_text: bool,
+                     alpha: float, t0: float) -> SearchResult:
         timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
         v = w = None
         truncated = False
