@@ -18,7 +18,7 @@ def _common(tiny_clip_dir, tmp_path) -> list[str]:
 
 
 def validate_cirr_submission(recall: dict, subset: dict, queries: list[dict]) -> None:
-    """CIRR server format (METHOD.md section 4): version/metric entries, top 50 and top 3 per pairid."""
+    """CIRR server format (docs/method.md, section 4): version/metric entries, top 50 and top 3 per pairid."""
     assert recall["version"] == subset["version"] == "rc2"
     assert recall["metric"] == "recall" and subset["metric"] == "recall_subset"
     pairs = {str(q["pairid"]) for q in queries}
