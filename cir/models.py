@@ -38,7 +38,7 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"the built-in 'toy' model is missing from {path}; reinstall cir or run "
-                "`python -m training.toy_model --out cir/assets/toy`"
+                "`python -m training.toy.model --out cir/assets/toy`"
             )
         return str(path)
     path = Path(name_or_path).expanduser()

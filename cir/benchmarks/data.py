@@ -12,7 +12,7 @@ from cir.defaults import DEFAULT_ALPHA as ALPHA  # the paper's value for CIRCO a
 
 BENCHMARKS = ("cirr", "circo", "fashioniq")
 SPLITS = ("val", "test")
-# The paper's default text weight per benchmark (METHOD.md section 2).
+# The paper's default text weight per benchmark (docs/method.md, section 2).
 DEFAULT_ALPHA = {"cirr": 0.9, "circo": ALPHA, "fashioniq": ALPHA}
 TOP_K = 50
 
