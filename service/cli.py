@@ -158,3 +158,7 @@ def _serve(settings: Settings) -> int:
         return 1
     print(f"cir serve: error: cannot start: {error}", file=sys.stderr)
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
