@@ -173,7 +173,8 @@ def manifest_settings(manifest: dict) -> dict:
     """index_settings as a published version's manifest records them."""
     text = manifest.get("item_text")
     return {"factory": manifest.get("factory"), "recall_target": manifest.get("recall_target"),
-            "default_alpha": manifest.get("default_alpha"), "item_text": [text["field"], text["alpha"]] if text else None}
+            "default_alpha": manifest.get("default_alpha"),
+            "item_text": [text["field"], text["alpha"]] if text else None}
 
 
 def _build_locked(cfg: BuildConfig, entries, encoder, t0: float, executor) -> BuildResult:

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 
-from cir.benchmarks.data import default_cache_dir
 from cir.io import atomic_write_bytes
 from cir.pipeline import embed_image_files
 

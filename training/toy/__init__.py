@@ -1,4 +1,4 @@
-"""The trainer of the built-in toy CLIP (cir/assets/toy): `python -m training.toy.model`, `python -m training.toy.report`.
+"""The built-in toy CLIP's trainer (cir/assets/toy): `python -m training.toy.model`, `python -m training.toy.report`.
 
 Modules: arch (tokenizer, image processor, CLIPModel sizes), data (the in-memory render pool and
 its shape-contrast batches), checkpoint (resume, atomic package write), model (the training run),

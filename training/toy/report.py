@@ -60,7 +60,7 @@ def attribute_accuracy(enc: Encoder, image_emb: np.ndarray, attrs: list[dict]) -
 
 
 def load_world(world: Path) -> tuple[BenchmarkData, list[dict], dict[str, dict]]:
-    """The world's CIRR split (cir.benchmarks' loader), each gallery image's attributes, and per query id its side info."""
+    """The world's CIRR split (cir.benchmarks' loader), each gallery image's attributes, each query's side info."""
     data = load_cirr(world / "cirr", "val")
     by_name = {g["cirr_name"]: g["attributes"] for _, g in iter_jsonl(world / "gallery.jsonl")}
     side = {str(q["pairid"]): q for _, q in iter_jsonl(world / "queries.jsonl")}
