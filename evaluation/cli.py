@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 # Light imports only: the parser is built, and --help answered, before torch loads (see run_eval).
-from cir.benchmarks.config import EvalConfig
-from cir.benchmarks.data import BENCHMARKS, DEFAULT_ALPHA, default_cache_dir
+from cir.benchmarks.config import CAPTION_ORDERS, EvalConfig
+from cir.benchmarks.data import BENCHMARKS, DEFAULT_ALPHA, SPLITS, default_cache_dir
 from cir.benchmarks.fashioniq import CATEGORIES
 from cir.defaults import FUSIONS
 from cir.io import atomic_write_text
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "or the shapes world, or compare metrics.json files.")
     p.add_argument("--benchmark", choices=BENCHMARKS, help="which benchmark --root holds")
     p.add_argument("--root", type=Path, help="the benchmark folder as downloaded (or a shapes world's cirr/ or circo/)")
-    p.add_argument("--split", choices=("val", "test"), default="val", help="val (metrics) or test (server files); "
+    p.add_argument("--split", choices=SPLITS, default=EvalConfig.split, help="val (metrics) or test (server files); "
                    "CIRR's test is test1")
     p.add_argument("--model", help="'toy', a Hugging Face id or a local model folder")
     p.add_argument("--adapter", type=Path, help="a TAT LoRA adapter folder (from `cir train`)")
@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{', '.join(f'{k} {v}' for k, v in DEFAULT_ALPHA.items())})")
     alpha.add_argument("--alpha-sweep", metavar="START:STOP:STEP", help="sweep alpha, e.g. 0:1:0.1 (plot written)")
     p.add_argument("--categories", help=f"FashionIQ categories, comma list (default {','.join(CATEGORIES)})")
-    p.add_argument("--caption-order", choices=("forward", "both"), default="forward",
+    p.add_argument("--caption-order", choices=CAPTION_ORDERS, default=EvalConfig.caption_order,
                    help="FashionIQ: 'c1 and c2' (forward) or the average with 'c2 and c1' (both)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default 64)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding worker processes (default 2)")
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
+                   help="images per encoder batch (default %(default)s)")
+    p.add_argument("--workers", type=int, default=EvalConfig.workers,
+                   help="image decoding worker processes (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16, float16")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
