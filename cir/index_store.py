@@ -1,9 +1,9 @@
 """The on-disk index format shared by the indexer (writer) and the service (reader).
 
 Layout: ROOT/versions/<version>/{manifest.json, index.faiss, items.sqlite, embeddings.npy,
-[index_vectors.npy,] report.json} and ROOT/CURRENT, a one-line file naming the published version,
-replaced by an atomic rename. Row r of the FAISS index, of the .npy files and of the items table
-is one item. embeddings.npy holds the IMAGE embeddings (reference_id queries and incremental
+[index_vectors.npy,] columns/, report.json} and ROOT/CURRENT, a one-line file naming the published
+version, replaced by an atomic rename. Row r of the FAISS index, of the .npy files, of the items
+table and of the metadata columns (cir.columns; absent in versions built before them) is one item. embeddings.npy holds the IMAGE embeddings (reference_id queries and incremental
 rebuilds read them); the vectors the index ranks are in the file the manifest's `index_vectors`
 names: index_vectors.npy when gallery items are composed with their text, else embeddings.npy.
 """
@@ -23,6 +23,8 @@ import faiss
 import numpy as np
 
 from cir.index_factory import factory_kind
+from cir.columns import COLUMNS_DIR, Columns, load_columns
+from cir.index_search import EXACT_MAX_MATCHES, filtered_search, rerank_search
 from cir.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -145,21 +147,6 @@ def apply_search_params(index, params: dict | None) -> None:
         space.set_index_parameter(index, name, value)
 
 
-def rerank_search(index, vectors: np.ndarray, queries: np.ndarray, k: int, rerank: int = 0):
-    """Top-k search; with rerank > 1 the index proposes k*rerank candidates re-scored exactly on `vectors`."""
-    if rerank <= 1:
-        return index.search(queries, k)
-    _, candidates = index.search(queries, k * rerank)
-    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    rows = np.full((len(queries), k), -1, dtype=np.int64)
-    for i, cand in enumerate(candidates):
-        cand = np.unique(cand[cand >= 0])  # sorted: memory-mapped rows are read in file order
-        exact = np.asarray(vectors[cand], dtype=np.float32) @ queries[i]
-        top = np.argsort(-exact, kind="stable")[:k]
-        scores[i, : len(top)], rows[i, : len(top)] = exact[top], cand[top]
-    return scores, rows
-
-
 def read_index(path: str | Path, factory: str, mmap: bool = True):
     """Read a FAISS index; IVF indexes are memory-mapped (read-only) when mmap is set."""
     flags = 0
@@ -171,13 +158,17 @@ def read_index(path: str | Path, factory: str, mmap: bool = True):
 class LoadedIndex:
     """A loaded, searchable version: FAISS index, item table, image embeddings and ranked vectors."""
 
-    def __init__(self, root: Path, version: str, manifest: dict, index, ids: list[str]):
+    def __init__(self, root: Path, version: str, manifest: dict, index, ids: list[str],
+                 columns: Columns | None = None):
         self.root = root
         self.version = version
         self.manifest = manifest
         self.index = index
         self.ids = ids
         self.count = len(ids)
+        self.columns = columns  # typed metadata for filters; None for versions built without it
+        self.gpu_resources = None  # set when the index was moved to a GPU
+        self.exact_max = EXACT_MAX_MATCHES  # filtered queries with at most this many matches run exactly
         self._dir = IndexRoot(root).version_dir(version)
         self._embeddings = np.load(self._dir / EMBEDDINGS_FILE, mmap_mode="r")
         # What the index ranks (exact re-scoring reads it): the image embeddings, or composed items.
@@ -201,6 +192,17 @@ class LoadedIndex:
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return scores, ids
 
+    def search_filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Top-k of one query among the rows where `mask` is true (cir.index_search's plan); (scores, ids)."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.manifest["dim"]:
+            raise ValueError(f"query dim {q.shape[0]} != index dim {self.manifest['dim']}")
+        scores, rows, _ = filtered_search(self.index, self.vectors, q, k, mask,
+                                          factory=self.manifest.get("factory", ""),
+                                          rerank=int(self.manifest.get("rerank") or 0),
+                                          on_gpu=self.gpu_resources is not None, exact_max=self.exact_max)
+        return scores, [self.ids[r] for r in rows]
+
     def _query(self, sql: str, args: tuple) -> tuple | None:
         with self._lock:
             return self._con.execute(sql, args).fetchone()
@@ -219,6 +221,18 @@ class LoadedIndex:
         """Release the sqlite connection (the index and mmaps go with the object)."""
         with self._lock:
             self._con.close()
+
+
+def check_encoder(manifest: dict, encoder) -> None:
+    """IndexStoreError unless a version was built with this encoder (same fingerprint and dim)."""
+    version, fingerprint = manifest.get("version"), manifest.get("fingerprint")
+    if fingerprint != encoder.fingerprint:
+        raise IndexStoreError(
+            f"index {version} was built with encoder fingerprint {str(fingerprint)[:12]}, "
+            f"but the running encoder {encoder.name} has {encoder.fingerprint[:12]}; "
+            "rebuild the index with this model or use the index's model")
+    if int(manifest.get("dim", encoder.dim)) != encoder.dim:
+        raise IndexStoreError(f"index {version} has dim {manifest.get('dim')}, the encoder {encoder.dim}")
 
 
 def to_gpu(index, factory: str):
@@ -255,6 +269,10 @@ def load_version(root: str | Path, version: str | None = None, mmap: bool = True
     if index.ntotal != len(ids) or manifest.get("count") != len(ids):
         raise IndexStoreError(f"version {version!r} is inconsistent: index has {index.ntotal} rows, "
                               f"items {len(ids)}, manifest {manifest.get('count')}")
-    loaded = LoadedIndex(Path(root), version, manifest, index, ids)
+    columns = load_columns(vdir / COLUMNS_DIR)
+    if columns is not None and columns.count != len(ids):
+        raise IndexStoreError(f"version {version!r} is inconsistent: columns have {columns.count} rows, "
+                              f"items {len(ids)}")
+    loaded = LoadedIndex(Path(root), version, manifest, index, ids, columns)
     loaded.gpu_resources = resources  # must outlive the GPU index
     return loaded

@@ -18,6 +18,7 @@ from pathlib import Path
 
 # The apps' CLI modules are light (they import torch only once their arguments parse).
 from cir.toyworld.cli import main as toyworld_main
+from cir.toyworld.layouts import CIRCO_MANIFEST
 from cir.toyworld.styles import DEFAULT_STYLE, STYLES
 from indexer.cli import main as index_main
 from service.cli import main as serve_main
@@ -45,8 +46,9 @@ DEMOS = {
     # a shifted image domain: the recipe of docs/tat.md recovers most of what the backgrounds cost
     "textured": DemoStyle("textured", 10000, ("--max-steps", "600", "--lr", "1e-3", "--workers", "0"), 0.7, True),
 }
-# Every render of the world (the CIRCO layout's image folder), several per attribute combination.
-GALLERY_DIR = Path("circo/COCO2017_unlabeled/unlabeled2017")
+# Every render of the world (several per attribute combination) as an index manifest whose
+# fields are the five attributes, so the demo can filter by them; ids are the image file names.
+GALLERY = CIRCO_MANIFEST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +93,7 @@ def _run(main, argv: list[str], what: str) -> None:
 
 def _world(workdir: Path, gallery_size: int, style: str) -> Path:
     world = workdir / "world"
-    if (world / "world.json").is_file():
+    if (world / "world.json").is_file() and (world / GALLERY).is_file():  # older worlds lack the manifest
         found = json.loads((world / "world.json").read_text()).get("style", DEFAULT_STYLE)
         if found != style:
             raise ValueError(f"{world} holds a {found} world, not {style}; remove it or choose another --workdir")
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         world = _world(workdir, args.gallery_size, args.style)
         adapter = None if args.no_tat else _adapter(workdir, world, args.retrain, demo)
         index = workdir / "index"
-        build = ["index", "build", "--gallery", str(world / GALLERY_DIR), "--model", "toy",
+        build = ["index", "build", "--gallery", str(world / GALLERY), "--model", "toy",
                  "--out", str(index), "--workers", "0", "--alpha", str(demo.alpha)]
         if adapter is not None:
             build[6:6] = ["--adapter", str(adapter)]

@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("training.cli", "Text-Anchored Tuning: LoRA-tune the image tower against the frozen text tower"),
     "index": ("indexer.cli", "build, publish and inspect versioned FAISS gallery indexes"),
     "serve": ("service.cli", "run the composed image retrieval HTTP service"),
+    "search": ("cir_cli.search", "run one query against a published index (no server), with metadata filters"),
     "eval": ("evaluation.cli", "evaluate on CIRR, CIRCO, FashionIQ or the shapes world"),
     "demo": ("cir_cli.demo", "one-command offline demo: world, TAT, index, server"),
 }

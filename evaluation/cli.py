@@ -22,6 +22,7 @@ EPILOG = """examples:
   cir eval --benchmark circo --root runs/world/circo --model toy --adapter runs/tat \\
            --fusion all --alpha-sweep 0:1:0.1 --out runs/eval_circo_tat
   cir eval --benchmark cirr --split test --root data/cirr --model M --out runs/cirr_test   (server files)
+  cir eval --benchmark fashioniq --root data/fashioniq --model M --single-index --out runs/fiq_one_index
   cir eval --compare runs/a/metrics.json runs/b/metrics.json --best headline --groups
 """
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{', '.join(f'{k} {v}' for k, v in DEFAULT_ALPHA.items())})")
     alpha.add_argument("--alpha-sweep", metavar="START:STOP:STEP", help="sweep alpha, e.g. 0:1:0.1 (plot written)")
     p.add_argument("--categories", help=f"FashionIQ categories, comma list (default {','.join(CATEGORIES)})")
+    p.add_argument("--single-index", action="store_true",
+                   help="FashionIQ: rank all categories' queries against one gallery (the union of their splits), "
+                        "each filtered to its category, as one shop index would; scored per category as usual")
     p.add_argument("--caption-order", choices=CAPTION_ORDERS, default=EvalConfig.caption_order,
                    help="FashionIQ: 'c1 and c2' (forward) or the average with 'c2 and c1' (both)")
     p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
@@ -142,7 +146,7 @@ def run_eval(args, argv: list[str]) -> int:
     cfg = EvalConfig(benchmark=args.benchmark, root=args.root, split=args.split, fusions=tuple(_fusions(args)),
                      batch_size=args.batch_size, workers=args.workers, cache_dir=cache,
                      skip_missing=args.skip_missing, categories=cats, caption_order=args.caption_order,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, single_index=args.single_index)
     try:
         encoder = load_encoder(args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
     except RuntimeError as exc:  # cir.models.ModelLoadError: a model that cannot be found or loaded

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cir import index_store as store
+from cir.columns import build_columns, describe
 from cir.images import IMAGE_EXTENSIONS
 from cir.models import ModelLoadError
 from cir.pipeline import iter_embedded_batches
@@ -21,7 +22,7 @@ from cir.runtimes import load_runtime_encoder
 from indexer.config import BuildConfig
 from indexer.errors import BuildError, OutputError
 from indexer.factory import build_index, choose_factory
-from indexer.gallery import GalleryEntry, GalleryError, printable, read_gallery
+from indexer.gallery import GalleryEntry, GalleryError, field_types, printable, read_gallery
 from indexer.items import compose_items
 from indexer.plan import Base, Plan, load_base, make_plan, unchanged
 from indexer.shards import STAGING, ShardStore, ShardWriter, shard_ranges, staging_key
@@ -113,9 +114,10 @@ def assemble(plan: Plan, base: Base | None, shards: ShardStore, ranges, dim: int
     return items, vectors, skip_list
 
 
-def _prepare(cfg: BuildConfig) -> list[GalleryEntry]:
+def _prepare(cfg: BuildConfig) -> tuple[list[GalleryEntry], dict[str, str]]:
     try:
         entries = read_gallery(cfg.gallery, cfg.follow_symlinks)
+        types = field_types(cfg.gallery, entries)  # before any embedding: a bad manifest fails fast
     except GalleryError as exc:
         raise BuildError(str(exc)) from exc
     if not entries:
@@ -124,7 +126,7 @@ def _prepare(cfg: BuildConfig) -> list[GalleryEntry]:
         check_writable(cfg.out)
     except OutputError as exc:
         raise BuildError(str(exc)) from exc
-    return entries
+    return entries, types
 
 
 def _load(cfg: BuildConfig):
@@ -144,10 +146,10 @@ def build(cfg: BuildConfig, encoder=None, executor=embed_local) -> BuildResult:
     `embed_local` here, or `indexer.ray_executor.embed_ray`.
     """
     t0 = time.perf_counter()
-    entries = _prepare(cfg)
+    entries, types = _prepare(cfg)
     try:
         with root_lock(cfg.out):
-            return _build_locked(cfg, entries, encoder or _load(cfg), t0, executor)
+            return _build_locked(cfg, entries, types, encoder or _load(cfg), t0, executor)
     except OutputError as exc:
         raise BuildError(str(exc)) from exc
     except OSError as exc:
@@ -177,7 +179,7 @@ def manifest_settings(manifest: dict) -> dict:
             "item_text": [text["field"], text["alpha"]] if text else None}
 
 
-def _build_locked(cfg: BuildConfig, entries, encoder, t0: float, executor) -> BuildResult:
+def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0: float, executor) -> BuildResult:
     remove_stale_tmp(cfg.out)
     base = load_base(cfg.out, encoder.fingerprint, cfg.force_new)
     plan = make_plan(entries, base, cfg.max_file_bytes)
@@ -205,11 +207,13 @@ def _build_locked(cfg: BuildConfig, entries, encoder, t0: float, executor) -> Bu
     result = BuildResult(version, len(items), embedded, len(plan.reuse), len(skipped),
                          round(time.perf_counter() - t0, 3), rate,
                          built.factory, built.recall_at_10)
+    columns = build_columns(types, [item["metadata"] for item in items])
     manifest = _manifest(cfg, encoder, built, result, base)
     manifest["item_text"] = item_text
     manifest["index_vectors"] = store.EMBEDDINGS_FILE if ranked is None else store.INDEX_VECTORS_FILE
+    manifest["fields"] = describe(columns)
     report = {"version": version, "counts": asdict(result), "skipped": skipped}
-    write_version(cfg.out, version, vectors, items, built.index, manifest, report, ranked)
+    write_version(cfg.out, version, vectors, items, built.index, manifest, report, ranked, columns)
     store.IndexRoot(cfg.out).publish(version)
     prune(cfg.out, cfg.keep)
     shutil.rmtree(cfg.out / STAGING, ignore_errors=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cir.images import iter_image_files
 from cir.io import FileRefusedError, check_regular, iter_jsonl
+from cir.metadata import MetadataError, infer_types
 
 MANIFEST_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 
@@ -26,11 +27,12 @@ class GalleryError(ValueError):
 
 @dataclass(frozen=True)
 class GalleryEntry:
-    """One gallery image: its stable id, absolute path and free metadata."""
+    """One gallery image: its stable id, absolute path, free metadata and manifest line (if any)."""
 
     id: str
     path: str
     metadata: dict = field(default_factory=dict, hash=False, compare=False)
+    line: int | None = field(default=None, hash=False, compare=False)
     problem: str | None = field(default=None, compare=False)  # why it is skipped, found while listing
 
 
@@ -99,11 +101,19 @@ def _read_manifest(path: Path) -> list[GalleryEntry]:
         given = row.pop("id", None)
         item_id = str(given) if given not in (None, "") else _default_id(full, base)
         if _is_utf8(item_id) and _is_utf8(str(full)):
-            entries.append(GalleryEntry(item_id, str(full), row))
+            entries.append(GalleryEntry(item_id, str(full), row, lineno))
         else:  # JSON can spell lone surrogates ("\\udcff"), which no UTF-8 table can store
-            entries.append(GalleryEntry(printable(item_id), printable(str(full)),
+            entries.append(GalleryEntry(printable(item_id), printable(str(full)), line=lineno,
                                         problem=f"{path.name}:{lineno}: id or path is not valid UTF-8"))
     return entries
+
+
+def field_types(source: str | Path, entries: list[GalleryEntry]) -> dict[str, str]:
+    """The type of every metadata field (cir.metadata); a type conflict is a GalleryError naming the line."""
+    try:
+        return infer_types(((e.line, e.metadata) for e in entries), csv=Path(source).suffix.lower() == ".csv")
+    except MetadataError as exc:
+        raise GalleryError(f"{Path(source).expanduser()}: {exc}") from exc
 
 
 def _default_id(path: Path, base: Path) -> str:

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from cir import index_store as store
+from cir.columns import COLUMNS_DIR, Columns, write_columns
 from cir.io import atomic_write_json
 from indexer.errors import OutputError
 
@@ -88,10 +89,12 @@ def remove_stale_tmp(root: Path) -> None:
 
 
 def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dict], index,
-                  manifest: dict, report: dict, ranked: np.ndarray | None = None) -> Path:
+                  manifest: dict, report: dict, ranked: np.ndarray | None = None,
+                  columns: Columns | None = None) -> Path:
     """Write every file into a temp folder, manifest last, verify it, then rename it into place.
 
-    `vectors` are the image embeddings; `ranked`, when given, the composed vectors the index holds.
+    `vectors` are the image embeddings; `ranked`, when given, the composed vectors the index holds;
+    `columns` the typed metadata columns (cir.columns) filters run on.
     """
     tmp_name = TMP_PREFIX + version
     tmp = root / store.VERSIONS / tmp_name
@@ -101,6 +104,8 @@ def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dic
         if ranked is not None:
             np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
         store.write_items(tmp / store.ITEMS_FILE, items)
+        if columns is not None:
+            write_columns(tmp / COLUMNS_DIR, columns)
         faiss.write_index(index, str(tmp / store.INDEX_FILE))
         atomic_write_json(tmp / store.REPORT_FILE, report)
         atomic_write_json(tmp / store.MANIFEST, manifest)

@@ -153,9 +153,14 @@ def compare_indexer(python: Path, work: Path, args) -> list[dict]:
         make_gallery(gallery, args.images, (480, 360))
     runs = work / f"indexer-{time.strftime('%Y%m%d-%H%M%S')}"
     runs.mkdir()
-    rows = [run_cir_build(model, gallery, runs / "cir_torch", "torch", args),
-            run_clip_inference(python, model, gallery, runs / "clip_inference", args),
-            run_cir_build(model, gallery, runs / "cir_onnx", "onnx", args)]
+    rows = []
+    for side in (lambda: run_cir_build(model, gallery, runs / "cir_torch", "torch", args),
+                 lambda: run_clip_inference(python, model, gallery, runs / "clip_inference", args),
+                 lambda: run_cir_build(model, gallery, runs / "cir_onnx", "onnx", args)):
+        load = os.getloadavg()[0]
+        rows.append({**side(), "load_1min": [round(load, 1), round(os.getloadavg()[0], 1)]})
+        print(f"# {rows[-1]['side']}: {rows[-1]['images']} images, {rows[-1]['images_per_s']:.2f} images/s, "
+              f"wall {rows[-1]['wall_s']:.1f} s, load {rows[-1]['load_1min']}", flush=True)
     peer = rows[1]
     for row in rows:
         shared = sorted(set(row["embeddings"]) & set(peer["embeddings"]))
@@ -168,11 +173,13 @@ def compare_indexer(python: Path, work: Path, args) -> list[dict]:
 
 def search_row(name: str, built: BuiltIndex, build_s: float, x, q, truth, args) -> dict:
     """Recall@10 and single-query latency of one built index on the shared queries."""
+    load = os.getloadavg()[0]
     lat = latencies_ms(built, x, q, len(q), args.search_threads)
     found = rerank_search(built.index, x, q, 10, built.rerank)[1]
     return {"side": name, "factory": built.factory, "params": built.search_params, "build_s": round(build_s, 1),
             "recall_at_10": round(recall_at_k(found, truth), 4), "p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+            "p99_ms": round(float(np.percentile(lat, 99)), 3),
+            "search_load_1min": [round(load, 1), round(os.getloadavg()[0], 1)]}
 
 
 def compare_ann(python: Path, work: Path, args) -> list[dict]:
@@ -189,23 +196,28 @@ def compare_ann(python: Path, work: Path, args) -> list[dict]:
     rows = []
     try:
         cmd = [python, "-c", AUTOFAISS, emb_dir, ann, args.threads, "4G", "16G"]
+        load = [round(os.getloadavg()[0], 1)]
         stdout, _ = run(cmd, thread_env(args.threads), ann / "autofaiss.log")
+        load.append(round(os.getloadavg()[0], 1))
         peer = json.loads(stdout.strip().splitlines()[-1])
         infos = json.loads((ann / "infos.json").read_text())
         index = faiss.read_index(str(ann / "knn.index"))
         faiss.ParameterSpace().set_index_parameters(index, infos["index_param"])
         built = BuiltIndex(index, infos["index_key"], {"index_param": infos["index_param"]}, 0.0, peer["seconds"], False)
         x = np.load(emb_dir / "emb.npy")
-        rows.append(search_row("autofaiss 2.18.0 build_index", built, peer["seconds"], x, q, truth, args))
+        rows.append({**search_row("autofaiss 2.18.0 build_index", built, peer["seconds"], x, q, truth, args),
+                     "build_load_1min": load})
         del built, index, x
     except PeerUnavailable as exc:
         rows.append({"side": "autofaiss", "unavailable": str(exc)})
         print(f"autofaiss unavailable:\n{exc}", flush=True)
     faiss.omp_set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, load = time.perf_counter(), [round(os.getloadavg()[0], 1)]
     x = np.load(emb_dir / "emb.npy")
     built = build_index(x, choose_factory(len(x), x.shape[1], BuildConfig.flat_max), recall_target=0.95)
-    rows.append(search_row("cir (indexer.factory, auto)", built, time.perf_counter() - start, x, q, truth, args))
+    seconds = time.perf_counter() - start
+    load.append(round(os.getloadavg()[0], 1))
+    rows.append({**search_row("cir (indexer.factory, auto)", built, seconds, x, q, truth, args), "build_load_1min": load})
     return rows
 
 

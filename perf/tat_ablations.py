@@ -32,10 +32,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 import cir.benchmarks
-from cir.encoder import load_encoder, pooled_output
-from cir.families import FAMILIES, in_tower, text_prefixes, vision_prefixes
+from cir.encoder import load_encoder
+from cir.families import in_tower, text_prefixes, vision_prefixes
 from cir.fusion import l2_normalize
-from cir.toyworld import generate_world
+from cir.toyworld import generate_world, holds_world
 from training.batches import Chunks, PairBatches, Plan, auto_holdout, make_loader
 from training.config import PAPER_TEMPERATURE, POSITIVES, TrainConfig
 from training.data import open_pairs
@@ -68,14 +68,8 @@ TEXT_NAMES = {"visual_projection": "text_projection"}
 
 def ensure_world(path: Path, seed: int, style: str, **sizes) -> Path:
     """The shapes world at `path`, generated unless it already holds exactly this world."""
-    info_file = path / "world.json"
-    if info_file.is_file():
-        info = json.loads(info_file.read_text())
-        want = {"seed": seed, "gallery_size": sizes["gallery_size"], "n_captions": sizes["n_captions"],
-                "n_queries": sizes["n_queries"]}
-        if all(info.get(k) == v for k, v in want.items()) and info.get("style", "plain") == style:
-            return path
-    generate_world(path, seed=seed, style=style, **sizes)
+    if not holds_world(path, seed=seed, style=style, **sizes):
+        generate_world(path, seed=seed, style=style, **sizes)
     return path
 
 
@@ -87,10 +81,10 @@ def text_targets(model: torch.nn.Module, targets) -> list[str]:
             and in_tower(n, prefixes) and n.rpartition(".")[2] in leaves]
 
 
-def prepare(model: torch.nn.Module, variant: Variant, args) -> torch.nn.Module:
+def prepare(model: torch.nn.Module, variant: Variant, targets, args) -> torch.nn.Module:
     """Make the variant's parameters trainable (LoRA wrapping or plain requires_grad); returns the model."""
-    names = select_targets(model, args.lora_targets) if variant.vision == "lora" else []
-    names += text_targets(model, args.lora_targets) if variant.text == "lora" else []
+    names = select_targets(model, targets) if variant.vision == "lora" else []
+    names += text_targets(model, targets) if variant.text == "lora" else []
     if names:
         regex = target_regex(names, [n for n, _ in model.named_modules()])
         model = get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha,
@@ -120,13 +114,13 @@ def _text_features(encoder, data: dict, rows: list[int], variant: Variant) -> to
         return data["text"][rows]
     tokens = encoder.tokenize([data["captions"][r] for r in rows])
     tokens.pop("token_type_ids", None)
-    return l2_normalize(pooled_output(encoder.model.get_text_features(**tokens)).float())
+    return l2_normalize(encoder.text_features(tokens).float())
 
 
 def train_variant(encoder, data: dict, plan: Plan, variant: Variant, args, mode: str) -> dict:
     """Train one variant in place on encoder.model; returns its training counters."""
     seed_everything(args.seed)
-    model = prepare(encoder.model, variant, args)
+    model = prepare(encoder.model, variant, args.lora_targets or encoder.family.lora_targets, args)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = args.full_lr if variant.vision == "full" else args.lr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -136,7 +130,7 @@ def train_variant(encoder, data: dict, plan: Plan, variant: Variant, args, mode:
     t0, losses = time.perf_counter(), []
     for step in range(args.steps):
         rows = [data["position"][int(i)] for i in plan.global_batch(step)]
-        image = l2_normalize(pooled_output(encoder.model.get_image_features(pixel_values=data["pixels"][rows])))
+        image = l2_normalize(encoder.image_features(data["pixels"][rows]).float())
         text = _text_features(encoder, data, rows, variant)
         labels = positives_matrix([data["captions"][r] for r in rows], [data["meta"][r] for r in rows], mode)
         loss = contrastive_loss(image, text, labels, 1.0 / args.temperature)
@@ -184,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
     p.add_argument("--lora-alpha", type=float, default=TrainConfig.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=TrainConfig.lora_dropout)
-    p.add_argument("--lora-targets", type=lambda s: tuple(s.split(",")), default=FAMILIES["clip"].lora_targets)  # the toy model is a CLIP
+    p.add_argument("--lora-targets", type=lambda s: tuple(s.split(",")), default=None,
+                   help="image-tower LoRA targets (default: the model family's, as cir train); the text tower's "
+                        "LoRA uses the same names")
     p.add_argument("--temperature", type=float, default=PAPER_TEMPERATURE)
     p.add_argument("--positives", choices=POSITIVES, default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,6 @@ import hmac
 import mimetypes
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +14,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.convertors import Convertor, register_url_convertor
 
-from cir.fusion import FUSIONS
+from cir.filters import parse_filter
+from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, FUSIONS
 from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
@@ -25,7 +25,6 @@ from service.swap import IndexManager
 from service.thumbs import thumb_size
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_K = 1000
 ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 415, 422, 503)}
 
 router = APIRouter()
@@ -72,43 +71,82 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _hit(hit: q.Hit) -> schemas.Hit:
-    item = hit.item
-    return schemas.Hit(id=hit.id, score=hit.score, rank=hit.rank, image_url=image_url(hit.id),
-                       width=item.get("width"), height=item.get("height"), metadata=item.get("metadata") or {})
+SEARCH_DESCRIPTION = f"""Give at least one of `image`, `reference_id` or `text`; everything else is optional.
+
+- `image` (files) and `reference_id` (gallery ids) may each be repeated: up to {q.MAX_REFERENCES} references in
+  all, merged by their weighted spherical mean; the query is the Slerp of that mean and the text.
+  Each image is held to the upload and decompression limits, all of them together to the total
+  request limit.
+- `image_weights`: one field of comma-separated numbers (`2,1,1`), one per reference in the order
+  images first, then reference ids; >= 0, not all 0; default equal.
+- `negative_text` (repeatable, up to {q.MAX_NEGATIVES}): what the result should not be. The query is moved away
+  from it along their great circle by `negative_weight` (beta in [0, 1], default
+  {DEFAULT_NEGATIVE_WEIGHT}) times their arc; several negatives are merged by their spherical mean
+  first. It needs an image, a reference or a text to move.
+
+Bad input is 422 with a JSON body whose `error` and `detail` name the field."""
+
+
+def _weights(values: list[str] | None) -> tuple[float, ...] | None:
+    """image_weights: one comma-separated field -> floats (422 naming the field otherwise)."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _invalid("image_weights", "give image_weights once, as comma-separated numbers (e.g. 2,1,1)")
+    return q.parse_weights(values[0])
+
+
+def _texts(field: str, values: list[str] | None, limit: int) -> tuple[str, ...]:
+    """Stripped, non-blank texts of a (repeatable) form field, each at most `limit` characters."""
+    texts = tuple(t for t in ((v or "").strip() for v in values or ()) if t)
+    if any(len(t) > limit for t in texts):
+        raise _invalid(field, f"{field} is longer than {limit} characters")
+    return texts
+
+
+async def _read_uploads(uploads: list[UploadFile] | None, limit: int) -> tuple[bytes, ...]:
+    """Every non-empty uploaded image, each held to the per-image limit."""
+    datas = [await _read_upload(u, limit) for u in uploads or ()]
+    return tuple(d for d in datas if d)
 
 
 @router.post("/search", response_model=schemas.SearchResponse, responses=ERRORS, tags=["search"],
-             summary="Composed image retrieval: an image (upload or gallery id) modified by a text")
+             summary="Composed image retrieval: reference images (uploads or gallery ids) modified by a text",
+             description=SEARCH_DESCRIPTION)
 async def search(
     # Optional fields are annotated without `| None` so the OpenAPI schema says "optional
     # string/number" rather than "string or null", which multipart clients cannot send.
     request: Request,
-    image: UploadFile = File(None, description=f"reference image: {FORMATS_TEXT}"),
-    reference_id: str = Form(None, max_length=1024, description="search from this gallery item instead"),
+    image: list[UploadFile] = File(None, description=f"reference image(s): {FORMATS_TEXT}; repeatable"),
+    reference_id: list[str] = Form(None, description="search from this gallery item (repeatable)"),
     text: str = Form(None, description="the modification text"),
-    k: int = Form(10, ge=1, le=MAX_K, description="number of results"),
+    k: int = Form(10, ge=1, le=q.MAX_K, description="number of results"),
     alpha: float = Form(None, ge=0, le=1, allow_inf_nan=False,
                         description="text weight 0..1 (default: config, then the index manifest)"),
     fusion: Literal[FUSIONS] = Form(None, description="slerp (default), linear, image or text"),
     min_score: float = Form(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below"),
+    filter: str = Form(None, description='metadata filter, JSON: {"colour": "blue", "price": {"gte": 10, "lt": 50}} '
+                                         "(fields and values: GET /facets)"),
+    image_weights: list[str] = Form(None, description="one weight per reference, comma-separated (images first)"),
+    negative_text: list[str] = Form(None, description="move the query away from this text (repeatable)"),
+    negative_weight: float = Form(None, ge=0, le=1, allow_inf_nan=False,
+                                  description=f"how far to move away from the negative text, 0..1 "
+                                              f"(default {DEFAULT_NEGATIVE_WEIGHT})"),
 ) -> schemas.SearchResponse:
     settings = request.app.state.settings
     engine = ready_engine(request)
-    text = (text or "").strip() or None
-    if text is not None and len(text) > settings.max_text_chars:
-        raise _invalid("text", f"text is longer than {settings.max_text_chars} characters")
-    data = await _read_upload(image, settings.max_upload_bytes) if image is not None else None
-    query = q.Query(image_bytes=data or None, reference_id=reference_id or None, text=text, k=k,
-                    alpha=alpha, fusion=fusion, min_score=min_score)
+    refs = tuple(r for r in reference_id or () if r)
+    if any(len(r) > 1024 for r in refs):
+        raise _invalid("reference_id", "a reference_id is longer than 1024 characters")
+    q.check_reference_count(len(image or ()) + len(refs))  # before reading any upload
+    text = next(iter(_texts("text", [text], settings.max_text_chars)), None)
+    query = q.Query(images=await _read_uploads(image, settings.max_upload_bytes), reference_ids=refs, text=text,
+                    k=k, alpha=alpha, fusion=fusion, min_score=min_score, image_weights=_weights(image_weights),
+                    negative_texts=_texts("negative_text", negative_text, settings.max_text_chars),
+                    negative_weight=negative_weight, filter=parse_filter(filter))
     result = await engine.search(query)
     request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated)
-    warnings = []
-    if result.text_truncated:
-        warnings.append(f"text truncated to the text tower's {engine.encoder.text_max_length} tokens")
-    return schemas.SearchResponse(results=[_hit(h) for h in result.hits], alpha=result.alpha, fusion=result.fusion,
-                                  index_version=result.index_version, text_truncated=result.text_truncated,
-                                  warnings=warnings, timings_ms=schemas.Timings(**result.timings_ms))
+    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length))
 
 
 class _AnyPath(Convertor):
@@ -124,11 +162,6 @@ class _AnyPath(Convertor):
 
 
 register_url_convertor("anypath", _AnyPath())
-
-
-def image_url(item_id: str) -> str:
-    """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
-    return f"/images/{quote(item_id, safe='')}"
 
 
 @router.get("/images/{item_id:anypath}", tags=["gallery"], response_class=FileResponse,
@@ -184,8 +217,15 @@ async def info(request: Request) -> schemas.Info:
     return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
-                        default_fusion=engine.default_fusion, max_k=MAX_K, text_max_tokens=enc.text_max_length,
-                        manifest=m, last_reload_error=manager_of(request).last_error)
+                        default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
+                        fields=m.get("fields") or {}, manifest=m, last_reload_error=manager_of(request).last_error)
+
+
+@router.get("/facets", response_model=schemas.Facets, tags=["search"], responses={503: {"model": schemas.ErrorBody}},
+            summary="The metadata fields a filter can use: types, facet values with counts, min and max")
+async def facets(request: Request) -> schemas.Facets:
+    state = ready_engine(request).state
+    return schemas.Facets(index_version=state.version, count=state.count, fields=state.manifest.get("fields") or {})
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",

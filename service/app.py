@@ -32,11 +32,15 @@ from service.thumbs import ThumbnailCache
 
 log = logging.getLogger(__name__)
 
-# Room for the other form fields and multipart framing on top of the image itself.
+# Room for the other form fields and multipart framing on top of the images themselves.
 FORM_OVERHEAD_BYTES = 64 * 1024
 QUERY_ERROR_STATUS = {
     q.EmptyQueryError: 422,
-    q.AmbiguousQueryError: 422,
+    q.InvalidFilterError: 422,
+    q.TooManyReferencesError: 422,
+    q.ImageWeightsError: 422,
+    q.NegativeTextError: 422,
+    q.NegativeWeightError: 422,
     q.UnsupportedImageError: 415,
     q.BadImageError: 400,
     q.UnknownReferenceError: 404,
@@ -72,6 +76,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        code = "upload_too_large" if exc.status_code == 413 else code  # as the body limit says it
         return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
 
@@ -127,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_total_upload_bytes + FORM_OVERHEAD_BYTES,
                        body_timeout_s=settings.body_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,

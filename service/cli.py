@@ -13,10 +13,11 @@ from cir.defaults import DEFAULT_ALPHA
 from service.settings import Settings
 
 DESCRIPTION = """\
-Serve composed image retrieval over HTTP: POST /search (multipart: image or reference_id, text,
-k, alpha, fusion, min_score), GET /images/{id}, /healthz, /readyz, /info, /metrics, a web page
-at / and the OpenAPI docs at /docs. The encoder and the index published in ROOT/CURRENT load at
-start-up; a newly published version is swapped in without a restart.
+Serve composed image retrieval over HTTP: POST /search (multipart: image(s) and/or reference_id(s),
+text, k, alpha, fusion, min_score, image_weights, negative_text, negative_weight), GET /images/{id},
+/healthz, /readyz, /info, /metrics, a web page at / and the OpenAPI docs at /docs. The encoder and
+the index published in ROOT/CURRENT load at start-up; a newly published version is swapped in
+without a restart.
 
 Every option can also be set by an environment variable (shown in brackets); flags win.
 The API key (for /admin/reload) is read from CIR_API_KEY only, so it never shows in `ps`."""
@@ -35,6 +36,7 @@ OPTIONS = [
     ("--runtime", "runtime", str, "encoder runtime: torch (default) or onnx (ONNX Runtime on the CPU, exported once)"),
     ("--onnx-cache", "onnx_cache", str, "folder of cached ONNX exports (default ~/.cache/cir/onnx)"),
     ("--max-upload-mb", "max_upload_mb", float, "largest image upload in MiB (default 10)"),
+    ("--max-total-upload-mb", "max_total_upload_mb", float, "largest total of a request's images in MiB (default 32)"),
     ("--max-pixels", "max_pixels", int, "decompression-bomb guard: most pixels per image (default 40000000)"),
     ("--max-text-chars", "max_text_chars", int, "longest modification text in characters (default 2000)"),
     ("--max-batch", "max_batch", int, "largest micro-batch per forward pass or search (default 32)"),

@@ -39,9 +39,30 @@ class SearchResponse(BaseModel):
                                      "1 when only the text did (fusion text)")
     fusion: str = Field(description="the fusion used: the requested one, or image/text for a one-sided query")
     index_version: str
-    text_truncated: bool = Field(description="true when the text was longer than the text tower accepts")
+    text_truncated: bool = Field(description="true when a text was longer than the text tower accepts")
+    references: int = Field(0, description="how many reference images were merged (0 for a text-only query)")
+    negative_weight: float | None = Field(None, description="the push away from the negative text(s); null "
+                                                            "without one")
     warnings: list[str] = Field(default_factory=list)
     timings_ms: Timings
+
+
+class FieldInfo(BaseModel):
+    """One metadata field of the index (cir.metadata types)."""
+
+    type: str = Field(description="string, number, boolean, date, datetime, tags, or object (not filterable)")
+    count: int | None = Field(None, description="items that have the field")
+    distinct: int | None = Field(None, description="string and tags fields: number of distinct values")
+    values: dict[str, int] | None = Field(None, description="string and tags fields with at most 1000 distinct "
+                                                            "values, and booleans: value -> item count")
+    min: float | str | None = Field(None, description="numbers: smallest value; dates: earliest (ISO 8601)")
+    max: float | str | None = Field(None, description="numbers: largest value; dates: latest (ISO 8601)")
+
+
+class Facets(BaseModel):
+    index_version: str
+    count: int = Field(description="items in the index")
+    fields: dict[str, FieldInfo] = Field(description="field name -> type and facets; empty when the index has no metadata")
 
 
 class Info(BaseModel):
@@ -59,6 +80,7 @@ class Info(BaseModel):
     default_fusion: str
     max_k: int
     text_max_tokens: int
+    fields: dict[str, FieldInfo] = Field(default_factory=dict, description="metadata fields (as GET /facets)")
     manifest: dict[str, Any]
     last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
     max_upload_mb: float = Field(10.0, gt=0, description="largest accepted image upload (MiB)")
+    max_total_upload_mb: float = Field(32.0, gt=0, description="largest total of the images in one request (MiB)")
     max_pixels: int = Field(40_000_000, gt=0, description="decompression-bomb guard: most pixels per image")
     max_text_chars: int = Field(2000, gt=0, description="longest accepted modification text (characters)")
     max_batch: int = Field(32, ge=1, le=4096, description="largest micro-batch per forward pass / search")
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """The upload limit in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_total_upload_bytes(self) -> int:
+        """The limit in bytes on all images of one request together (never below one image's limit)."""
+        return max(int(self.max_total_upload_mb * 1024 * 1024), self.max_upload_bytes)
 
     @property
     def cors_origin_list(self) -> list[str]:

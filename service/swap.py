@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from cir.errors import error_text
-from cir.index_store import IndexRoot, IndexStoreError, load_version
+from cir.index_store import IndexRoot, IndexStoreError, check_encoder, load_version
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -196,14 +196,10 @@ class IndexManager:
         if self.engine is None:
             self._pending_encoder = self._load_encoder(manifest)
         encoder = self.engine.encoder if self.engine is not None else self._pending_encoder
-        fingerprint = manifest.get("fingerprint")
-        if fingerprint != encoder.fingerprint:
-            raise IndexLoadError(
-                f"index {version} was built with encoder fingerprint {str(fingerprint)[:12]}, "
-                f"but the running encoder {encoder.name} has {encoder.fingerprint[:12]}; "
-                "rebuild the index with this model or restart the service with the index's model")
-        if int(manifest.get("dim", encoder.dim)) != encoder.dim:
-            raise IndexLoadError(f"index {version} has dim {manifest.get('dim')}, the encoder {encoder.dim}")
+        try:
+            check_encoder(manifest, encoder)
+        except IndexStoreError as exc:
+            raise IndexLoadError(str(exc)) from exc
         return IndexState(index=index, version=version, manifest=manifest)
 
     def _load_encoder(self, manifest: dict):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cir.benchmarks import CATEGORIES
 from cir.encoder import load_encoder
 from cir.toyworld import generate_world
 
@@ -58,4 +59,28 @@ def excerpt_with_images(shared_formats: Path, tmp: Path, name: str) -> Path:
         path.write_text(json.dumps(info))
         for k, i in enumerate(ids):
             dummy_image(root / "COCO2017_unlabeled" / "unlabeled2017" / f"{i:012d}.jpg", k)
+    return root
+
+
+def fashioniq_dataset(root: Path, per_category: int = 14, queries: int = 8, seed: int = 0) -> Path:
+    """A tiny FashionIQ folder in the real format (../shared/formats/fashioniq) for all three categories.
+
+    Random images; the last image of each category's split is also listed in the next category's
+    split, as a catalog's multi-category item would be.
+    """
+    rng = np.random.default_rng(seed)
+    splits = {cat: [f"B{c}{i:08d}" for i in range(per_category)] for c, cat in enumerate(CATEGORIES)}
+    for c, cat in enumerate(CATEGORIES[1:], start=1):
+        splits[cat].insert(per_category // 2, splits[CATEGORIES[c - 1]][-1])
+    words = ["is red", "is longer", "has no sleeves", "is darker", "has stripes", "is shorter"]
+    for cat, asins in splits.items():
+        caps = [{"target": asins[int(t)], "candidate": asins[int(r)],
+                 "captions": [words[int(rng.integers(len(words)))] + ".", " " + words[int(rng.integers(len(words)))]]}
+                for r, t in (rng.choice(len(asins), 2, replace=False) for _ in range(queries))]
+        (root / "captions").mkdir(parents=True, exist_ok=True)
+        (root / "image_splits").mkdir(parents=True, exist_ok=True)
+        (root / "captions" / f"cap.{cat}.val.json").write_text(json.dumps(caps, indent=1))
+        (root / "image_splits" / f"split.{cat}.val.json").write_text(json.dumps(asins, indent=1))
+    for i, asin in enumerate(sorted({a for asins in splits.values() for a in asins})):
+        dummy_image(root / "images" / f"{asin}.{'png' if i % 3 else 'jpg'}", 1000 + i)
     return root

@@ -67,6 +67,60 @@ def world_index(tmp_path_factory) -> dict:
     return _CACHE["world_index"]  # type: ignore[return-value]
 
 
+RICH_SIZE = 16
+HOSTILE_FIELD = "na'me\"; DROP TABLE items;--"
+BRANDS = ["acme", "O'Brien", "Robert'); DROP TABLE items;--", "ünïcødé ✓"]
+TAG_SETS = [["sale"], ["new"], ["sale", "new"], [], ["eco"]]
+
+
+def rich_metadata(i: int, attributes: dict) -> dict:
+    """Item i's metadata of every type (string, number, boolean, date, tags, object), some absent."""
+    meta = {"colour": attributes["colour"], "price": [5, 12.5, 20, 49.99, 50, 99][i % 6] + i,
+            "in_stock": i % 3 != 0, "added": f"2024-{i % 12 + 1:02d}-15", "tags": TAG_SETS[i % 5],
+            "brand": BRANDS[i % 4], HOSTILE_FIELD: "yes" if i % 2 else "no", "spec": {"sku": i}}
+    if i % 7 == 6:
+        del meta["price"], meta["added"]
+    return meta
+
+
+def build_rich_index(base: Path, world_index: dict) -> dict:
+    """A small index over world renders whose manifest has every metadata type and hostile names/values."""
+    attrs = {json.loads(line)["cirr_name"]: json.loads(line)["attributes"]
+             for line in open(world_index["world"] / "gallery.jsonl")}
+    ids = [i for i in world_index["ids"] if i in attrs][:RICH_SIZE]
+    rows = [{"path": str(world_index["paths"][item_id]), "id": f"r{n:02d}", **rich_metadata(n, attrs[item_id])}
+            for n, item_id in enumerate(ids)]
+    manifest = base / "rich.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = base / "rich_index"
+    rc = index_main(["build", "--gallery", str(manifest), "--model", world_index["model"], "--out", str(root),
+                     "--workers", "0", "--factory", "Flat", "--no-progress", "--alpha", "0.75"])
+    assert rc == 0, "indexer build failed"
+    return {"root": root, "model": world_index["model"], "version": IndexRoot(root).current_version(),
+            "ids": [r["id"] for r in rows], "metadata": {r["id"]: {k: v for k, v in r.items() if k not in ("path", "id")}
+                                                          for r in rows},
+            "paths": {r["id"]: Path(r["path"]) for r in rows}}
+
+
+@pytest.fixture(scope="session")
+def rich_index(world_index, tmp_path_factory) -> dict:
+    """Built once per session: {'root', 'model', 'version', 'ids', 'metadata', 'paths'}."""
+    if "rich_index" not in _CACHE:
+        _CACHE["rich_index"] = build_rich_index(tmp_path_factory.mktemp("rich"), world_index)
+    return _CACHE["rich_index"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def rich_server(rich_index) -> "LiveServer":
+    """A server over the rich index (read-only tests)."""
+    if "rich_server" not in _CACHE:
+        _CACHE["rich_server"] = LiveServer(server_settings(rich_index["root"])).__enter__()
+    yield _CACHE["rich_server"]
+    server = _CACHE.pop("rich_server", None)
+    if server is not None:
+        server.__exit__(None, None, None)
+
+
 def copy_root(world_index: dict, dest: Path) -> Path:
     """A private copy of the index root (for tests that publish versions)."""
     shutil.copytree(world_index["root"], dest)

@@ -7,11 +7,11 @@ import shutil
 import pytest
 from PIL import Image
 
-from cir.benchmarks import (MissingImagesError, circo_metrics, cirr_metrics, evaluate, gallery_cache, load_circo,
-                            load_cirr)
+from cir.benchmarks import (EvalConfig, MissingImagesError, circo_metrics, cirr_metrics, evaluate, gallery_cache,
+                            load_circo, load_cirr, run_evaluation)
 from cir.fusion import fuse
 
-from benchmarks_fixtures import excerpt_with_images, small_world, tiny_encoder  # noqa: F401
+from benchmarks_fixtures import excerpt_with_images, fashioniq_dataset, small_world, tiny_encoder  # noqa: F401
 
 FUSIONS = [("slerp", 0.8), ("image", 0.3), ("text", 0.0), ("linear", 0.5)]
 
@@ -130,3 +130,21 @@ def test_bad_arguments(small_world, tiny_encoder):
         evaluate(tiny_encoder, "coco", small_world)
     with pytest.raises(ValueError, match="fashioniq"):
         evaluate(tiny_encoder, "cirr", small_world / "cirr", categories=["dress"])
+
+
+def test_fashioniq_single_index_equals_the_per_category_galleries(tiny_encoder, tmp_path):
+    root = fashioniq_dataset(tmp_path / "fiq")
+    opts = dict(fusions=(("slerp", 0.8), ("image", 0.0), ("text", 1.0)), batch_size=1, workers=0, progress=False)
+    per = run_evaluation(tiny_encoder, EvalConfig("fashioniq", root, **opts))
+    one = run_evaluation(tiny_encoder, EvalConfig("fashioniq", root, single_index=True, **opts))
+    assert one.report["results"] == per.report["results"]
+    assert set(one.report["results"]["slerp@0.80"]) >= {"dress/R@10", "shirt/R@50", "toptee/R@10", "R@10", "R@50"}
+    splits = {p.data.part: set(p.data.gallery) for p in per.parts}
+    union = set().union(*splits.values())
+    assert one.report["settings"]["single_index"] and one.report["counts"]["gallery"] == len(union) < 3 * 14 + 2
+    for a, b in zip(per.parts, one.parts):
+        assert a.data.part == b.data.part and a.rankings == b.rankings
+        # each category's queries ranked only their category's images, out of the whole union
+        assert all(set(r) <= splits[a.data.part] for r in b.rankings["image@0.00"].values())
+    with pytest.raises(ValueError, match="fashioniq only"):
+        EvalConfig("cirr", root, single_index=True)

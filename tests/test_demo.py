@@ -1,5 +1,5 @@
-"""`cir demo`: the textured style's own world, TAT run and index; restarts reuse every step and mint no
-index version; Ctrl-C is one line."""
+"""`cir demo`: the gallery manifest indexed with its fields; the textured style beside the plain demo (its own
+world, TAT run and index); restarts reuse every step and mint no index version; Ctrl-C is one line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import threading
 import pytest
 
 from cir import index_store as store
+from cir.index_store import load_version
+from cir.models import toy_model_dir
+from cir.toyworld import generate_world
 from cir_cli import demo
 
 
@@ -84,3 +87,20 @@ def test_ctrl_c_in_the_demo_is_one_line(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1].startswith("cir demo: interrupted; run it again to continue")
     assert not list((tmp_path / "demo").glob(".world.tmp-*"))  # the half-written world is removed
+@pytest.mark.skipif(not (toy_model_dir() / "config.json").is_file(), reason="the toy model is not installed")
+def test_demo_indexes_the_manifest_with_the_five_fields(tmp_path, capsys):
+    # A small world where the demo keeps it (the demo reuses it; its own has 4,000 training captions).
+    generate_world(tmp_path / "world", seed=1, gallery_size=60, n_queries=4, n_captions=0)
+    assert demo.main(["--workdir", str(tmp_path), "--no-tat", "--no-serve"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes world: reusing" in out
+    assert "--gallery " + str(tmp_path / "world" / "circo" / "gallery_manifest.jsonl") in out
+    index = load_version(tmp_path / "index")
+    fields = index.manifest["fields"]
+    assert set(fields) == {"shape", "colour", "size", "position", "pattern"}
+    assert all(f["type"] == "string" and f["count"] == 60 for f in fields.values())
+    renders = sorted(p.name for p in (tmp_path / "world/circo/COCO2017_unlabeled/unlabeled2017").iterdir())
+    assert sorted(index.ids) == renders  # ids stay the render file names, as when the folder was indexed
+    gallery = {json.loads(line)["file_name"]: json.loads(line)["attributes"]
+               for line in open(tmp_path / "world" / "gallery.jsonl")}
+    assert all(index.item(i)["metadata"] == gallery[i] for i in index.ids)

@@ -10,7 +10,7 @@ import pytest
 
 from evaluation.cli import main, parse_fusions, parse_sweep
 
-from benchmarks_fixtures import excerpt_with_images, small_world  # noqa: F401
+from benchmarks_fixtures import excerpt_with_images, fashioniq_dataset, small_world  # noqa: F401
 
 
 def _common(tiny_clip_dir, tmp_path) -> list[str]:
@@ -190,3 +190,21 @@ def test_compare_rejects_mixed_benchmarks_and_bad_files(tmp_path, capsys):
     (tmp_path / "c.json").write_text("{}")
     assert main(["--compare", str(tmp_path / "c.json")]) == 2
     assert "not a cir eval metrics.json" in capsys.readouterr().err
+
+
+def test_fashioniq_single_index_cli(tiny_clip_dir, tmp_path, capsys):
+    root = fashioniq_dataset(tmp_path / "fiq")
+    runs = {}
+    for name, extra in (("per", []), ("one", ["--single-index"])):
+        out = tmp_path / name
+        assert main(["--benchmark", "fashioniq", "--root", str(root), "--out", str(out), "--batch-size", "1",
+                     *extra, *_common(tiny_clip_dir, tmp_path)]) == 0
+        runs[name] = json.loads((out / "metrics.json").read_text())
+    assert runs["one"]["results"] == runs["per"]["results"]
+    assert runs["one"]["settings"]["single_index"] is True and runs["per"]["settings"]["single_index"] is False
+    assert sorted(p.name for p in (tmp_path / "one/predictions/slerp@0.80").iterdir()) == [
+        f"fashioniq_{c}_val.json" for c in ("dress", "shirt", "toptee")]
+    capsys.readouterr()
+    assert main(["--benchmark", "cirr", "--root", str(root), "--out", str(tmp_path / "x"), "--single-index",
+                 *_common(tiny_clip_dir, tmp_path)]) == 2
+    assert "fashioniq only" in capsys.readouterr().err

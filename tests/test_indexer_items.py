@@ -41,13 +41,16 @@ def image_encodes(monkeypatch):
 
 @pytest.fixture()
 def titled(tmp_path):
-    """A manifest of 10 images: 7 with a title (one repeated), 2 without, 1 with a non-text title."""
+    """A manifest of 10 images: 7 with a title (one repeated), 2 without, 1 with a blank title.
+
+    (A number there would be a build error: every value of a manifest field has one type.)
+    """
     paths = make_gallery(tmp_path / "imgs", 10)
     rows = [{"path": str(p), "id": f"item{i}"} for i, p in enumerate(paths)]
     for row, title in zip(rows, TITLES):
         row["title"] = title
         row["caption"] = title.upper()
-    rows[7]["title"] = 42
+    rows[7]["title"] = "   "
     manifest = tmp_path / "gallery.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
@@ -81,6 +84,22 @@ def test_composed_items_are_ranked_and_images_stay_stored(tmp_path, titled, tiny
     brute = queries @ ranked.T
     assert ids == [[f"item{j}" for j in np.argsort(-row, kind="stable")[:5]] for row in brute]
     np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+
+def test_filtered_search_ranks_the_composed_vectors(tmp_path, titled, tiny_clip_dir, encoder):
+    """The filtered plans (exact scan over matching rows, FAISS with a selector) score what the index holds."""
+    build(config(titled, tiny_clip_dir, tmp_path / "root", item_text="title", item_alpha=0.5), encoder=encoder)
+    loaded = store.load_version(tmp_path / "root")
+    ranked = np.load(loaded._dir / store.INDEX_VECTORS_FILE)
+    query = l2_normalize(np.random.default_rng(2).standard_normal(encoder.dim).astype(np.float32))
+    mask = np.zeros(10, dtype=bool)
+    mask[[0, 2, 3, 8]] = True
+    for exact_max in (10, 0):  # the exact scan, then the index with an ID selector
+        loaded.exact_max = exact_max
+        scores, ids = loaded.search_filtered(query, 3, mask)
+        order = sorted(np.flatnonzero(mask), key=lambda r: -float(ranked[r] @ query))[:3]
+        assert ids == [f"item{r}" for r in order]
+        np.testing.assert_allclose(scores, [ranked[r] @ query for r in order], atol=1e-5)
 
 
 def test_weight_zero_is_the_image_index_bit_for_bit(tmp_path, titled, tiny_clip_dir, encoder):

@@ -14,6 +14,9 @@ from cir.encoder import load_encoder
 from cir.index_store import load_version
 from cir.search.batching import MicroBatcher, OverloadedError
 from cir.search.engine import IndexState, Query, SearchEngine
+from cir.filters import parse_filter
+from cir.search.query import InvalidFilterError
+from filter_fixtures import matches
 from service_fixtures import world_index  # noqa: F401 - fixture
 
 
@@ -145,14 +148,30 @@ def _queries(world_index) -> list[Query]:
     return out
 
 
-def test_batched_engine_equals_one_by_one(engine_parts, world_index):
+FILTERS = [None, '{"colour": "blue"}', None, '{"size": "small", "pattern": {"ne": "solid"}}',
+           '{"shape": {"in": ["star", "cross"]}}', None]
+
+
+def _filtered(queries: list[Query]) -> list[Query]:
+    """The same queries, some with a filter: every micro-batch mixes filtered and unfiltered ones."""
+    for i, q in enumerate(queries):
+        q.filter = parse_filter(FILTERS[i % len(FILTERS)])
+    return queries
+
+
+@pytest.mark.parametrize("with_filters", [False, True])
+def test_batched_engine_equals_one_by_one(engine_parts, world_index, with_filters):
     encoder, state = engine_parts
     sizes: dict[str, list[int]] = {}
     engine = SearchEngine(encoder, max_pixels=10**7, max_batch=8, batch_wait_s=0.05,
                           on_batch=lambda name, n: sizes.setdefault(name, []).append(n))
     engine.swap(state)
-    queries = _queries(world_index)
+    queries = _filtered(_queries(world_index)) if with_filters else _queries(world_index)
     expected = [engine.search_sync(q) for q in queries]
+    if with_filters:
+        for q, r in zip(queries, expected):
+            want = q.filter.to_dict() if q.filter else {}
+            assert r.hits and all(matches(h.item["metadata"], want) for h in r.hits)
 
     async def concurrently():
         await engine.start()
@@ -167,3 +186,39 @@ def test_batched_engine_equals_one_by_one(engine_parts, world_index):
         assert [h.id for h in a.hits] == [h.id for h in b.hits]
         assert np.allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-5)
         assert (a.fusion, a.alpha, a.index_version) == (b.fusion, b.alpha, b.index_version)
+
+
+def test_a_bad_filter_fails_before_encoding(engine_parts):
+    encoder, state = engine_parts
+    engine = SearchEngine(encoder, max_pixels=10**7)
+    engine.swap(state)
+    calls = []
+    engine.encode_text_batch = lambda texts: calls.append(texts)  # must not be reached
+    for raw in ('{"colour": {"gt": 1}}', '{"weight": 3}'):
+        with pytest.raises(InvalidFilterError):
+            engine.search_sync(Query(text="make it blue", filter=parse_filter(raw)))
+    assert calls == []
+
+
+def test_a_lone_query_is_answered_exactly_as_search_sync(engine_parts, world_index):
+    """One query at a time takes the single-hop path: bit-identical to search_sync, batches of one reported."""
+    encoder, state = engine_parts
+    sizes: list[tuple[str, int]] = []
+    engine = SearchEngine(encoder, max_pixels=10**7, on_batch=lambda name, n: sizes.append((name, n)))
+    engine.swap(state)
+    queries = _queries(world_index)[:4]  # upload + text, upload alone, reference + text, text alone
+    expected = [engine.search_sync(q) for q in queries]
+
+    async def one_at_a_time():
+        await engine.start()
+        try:
+            return [await engine.search(q) for q in queries]
+        finally:
+            await engine.stop()
+
+    for a, b in zip(_run(one_at_a_time()), expected):
+        assert [(h.id, h.score) for h in a.hits] == [(h.id, h.score) for h in b.hits]
+        assert (a.fusion, a.alpha, a.index_version) == (b.fusion, b.alpha, b.index_version)
+    assert {n for _, n in sizes} == {1}
+    assert [name for name, _ in sizes].count("search") == 4
+    assert [name for name, _ in sizes].count("image") == 2 and [name for name, _ in sizes].count("text") == 3

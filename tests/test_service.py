@@ -248,12 +248,10 @@ def _bomb_png() -> bytes:
     ("alpha_nan", 422, "invalid_request"),
     ("bad_fusion", 422, "invalid_request"),
     ("unknown_ref", 404, "unknown_reference"),
-    ("image_and_ref", 422, "ambiguous_query"),
 ])
 def test_bad_input(client, world_index, case, status, code):
     gif = io.BytesIO()
     Image.new("RGB", (8, 8)).save(gif, format="GIF")
-    png = {"image": ("q.png", _image(world_index))}
     requests = {
         "nothing": {},
         "blank_text": {"text": "   "},
@@ -269,7 +267,6 @@ def test_bad_input(client, world_index, case, status, code):
         "alpha_nan": {"text": "red", "alpha": "nan"},
         "bad_fusion": {"text": "red", "fusion": "cubic"},
         "unknown_ref": {"reference_id": "no-such-item", "text": "red"},
-        "image_and_ref": {"files": png, "reference_id": world_index["ids"][0]},
     }
     r = _search(client, **requests[case])
     assert r.status_code == status, r.text

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cir.toyworld import Attrs, generate_world, render
+from cir.toyworld import Attrs, generate_world, holds_world, render
 from cir.toyworld.cli import main
 from cir.toyworld.render import SUPERSAMPLE, _mask
 from cir.toyworld.spec import BACKGROUND, COLOURS, RGB, SHAPES
@@ -115,3 +115,12 @@ def test_cli_style_option(tmp_path, capsys):
     assert "invalid choice: 'neon'" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "--style" in capsys.readouterr().out
+
+
+def test_holds_world_knows_its_arguments(worlds):
+    assert holds_world(worlds["textured"], style="textured", **TINY)
+    assert holds_world(worlds["plain"], **TINY) and holds_world(worlds["default"], style="plain", **TINY)
+    assert not holds_world(worlds["plain"], style="textured", **TINY)
+    assert not holds_world(worlds["textured"], **TINY)
+    assert not holds_world(worlds["textured"], style="textured", **{**TINY, "seed": 6})
+    assert not holds_world(worlds["textured"].parent / "missing", style="textured", **TINY)

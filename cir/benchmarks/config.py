@@ -52,6 +52,7 @@ class EvalConfig:
     caption_order: str = "forward"
     top_k: int = TOP_K
     progress: bool = True
+    single_index: bool = False
 
     def __post_init__(self):
         if self.benchmark not in BENCHMARKS:
@@ -67,6 +68,8 @@ class EvalConfig:
             if self.benchmark != "fashioniq":
                 raise ValueError("categories apply to fashioniq only")
             object.__setattr__(self, "categories", check_categories(self.categories))
+        if self.single_index and self.benchmark != "fashioniq":
+            raise ValueError("single_index applies to fashioniq only")
 
     @property
     def keys(self) -> list[str]:

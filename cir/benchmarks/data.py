@@ -45,6 +45,7 @@ class CIRQuery:
     members: tuple[str, ...] = ()
     alt_text: str | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    filter: dict | None = field(default=None, compare=False)  # rank only gallery items matching it (cir.filters)
 
     def image_ids(self) -> tuple[str, ...]:
         """Every gallery id this query needs: reference, ground truths and subset members."""
@@ -71,6 +72,7 @@ class BenchmarkData:
     remove_reference: bool
     gallery_error: str = ""
     missing_hint: str = ""
+    metadata: dict[str, dict] = field(default_factory=dict)  # gallery id -> fields for query filters
 
     @property
     def has_targets(self) -> bool:

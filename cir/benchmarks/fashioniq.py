@@ -7,11 +7,13 @@
 The query text joins the two captions as the zero-shot peers do (SEARLE, LinCIR):
 "<c1> and <c2>", each stripped of surrounding ".?, "; `alt_text` holds the reversed order for
 the optional two-order average. The gallery is the category's split; the reference stays in it.
+`single_index` joins the categories into one gallery whose queries carry a category filter.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -19,6 +21,7 @@ from cir.benchmarks.data import BenchmarkData, BenchmarkError, CIRQuery, check_s
 from cir.images import IMAGE_EXTENSIONS
 
 CATEGORIES = ("dress", "shirt", "toptee")
+CATEGORY_FIELD = "category"
 
 
 def join_captions(first: str, second: str) -> str:
@@ -90,3 +93,27 @@ def load_fashioniq(root: str | Path, split: str = "val",
         raise BenchmarkError(f"FashionIQ: no captions/ folder in {root}")
     files = _image_files(root / "images")
     return [_load_category(root, c, split, files) for c in cats]
+
+
+def single_index(parts: list[BenchmarkData]) -> BenchmarkData:
+    """All categories' queries against one gallery, the union of their splits, each filtered to its category.
+
+    The union keeps each split's order (categories in the given order), so ties break as in the
+    per-category galleries; an image listed in several splits has all their categories (a tags
+    field, filtered with {"category": "<name>"}). Query ids become "<category>/<qid>".
+    """
+    gallery: list[str] = []
+    metadata: dict[str, dict] = {}
+    paths: dict[str, Path] = {}
+    queries = []
+    for part in parts:
+        for image in part.require_gallery():
+            if image not in metadata:
+                gallery.append(image)
+                metadata[image] = {CATEGORY_FIELD: []}
+            metadata[image][CATEGORY_FIELD].append(part.part)
+        paths.update(part.paths)
+        queries += [replace(q, qid=f"{part.part}/{q.qid}", filter={CATEGORY_FIELD: part.part}) for q in part.queries]
+    first = parts[0]
+    return BenchmarkData("fashioniq", first.split, "+".join(p.part for p in parts), first.root, queries, gallery,
+                         paths, remove_reference=False, missing_hint=first.missing_hint, metadata=metadata)

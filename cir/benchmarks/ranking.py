@@ -51,10 +51,12 @@ def _subset_order(row: np.ndarray, indices: Sequence[int]) -> list[int]:
 
 def rank_gallery(queries: np.ndarray, gallery: np.ndarray, k: int,
                  exclude: Sequence[int | None] | None = None,
-                 subsets: Sequence[Sequence[int]] | None = None) -> tuple[list[np.ndarray], list[list[int]]]:
+                 subsets: Sequence[Sequence[int]] | None = None,
+                 masks: Sequence[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[list[int]]]:
     """Top-k gallery indices per query, and each query's `subsets[i]` in the same global order.
 
-    `exclude[i]` (a gallery index, or None) is removed from query i's ranking (CIRR's rule).
+    `exclude[i]` (a gallery index, or None) is removed from query i's ranking (CIRR's rule);
+    `masks[i]` (boolean per gallery row) restricts query i's ranking to its true rows.
     """
     tops: list[np.ndarray] = []
     ordered: list[list[int]] = []
@@ -64,6 +66,13 @@ def rank_gallery(queries: np.ndarray, gallery: np.ndarray, k: int,
             if subsets is not None:
                 ordered.append(_subset_order(row, subsets[i]))
             ex = exclude[i] if exclude is not None else None
+            if masks is not None:
+                keep = np.array(masks[i], dtype=bool)
+                if ex is not None:
+                    keep[ex] = False
+                top = stable_topk(np.where(keep, row, -np.inf), k)
+                tops.append(top[keep[top]])
+                continue
             if ex is None:
                 tops.append(stable_topk(row, k))
                 continue

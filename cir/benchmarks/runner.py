@@ -3,11 +3,14 @@
 One pass per benchmark part (a FashionIQ category is a part): gallery embeddings come from
 the on-disk cache when possible; reference embeddings are the gallery's own rows (every
 benchmark's references are gallery images), so no image is encoded twice; each fusion and
-alpha is then only a fuse + matmul + top-k.
+alpha is then only a fuse + matmul + top-k. With `single_index` FashionIQ's categories are one
+gallery and every query is restricted to its category by a filter (cir.filters), as a shop
+with one index would search; the rankings are then scored per category as usual.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -17,16 +20,25 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cir.benchmarks.config import EvalConfig, EvalRun, PartRun, fusion_key, normalize_fusions
+from cir.benchmarks.config import (
+    EvalConfig,
+    EvalRun,
+    PartRun,
+    fusion_key,
+    normalize_fusions,
+)
 from cir.benchmarks.data import BenchmarkData, MissingImagesError
+from cir.benchmarks.fashioniq import single_index
 from cir.benchmarks.gallery_cache import GalleryCache
 from cir.benchmarks.loaders import load_benchmark
 from cir.benchmarks.ranking import rank_gallery
 from cir.benchmarks.scoring import group_report, score_parts
+from cir.columns import build_columns, describe
+from cir.filters import parse_filter
 from cir.fusion import DEFAULT_ALPHA, fuse, l2_normalize
+from cir.metadata import infer_types
 
 log = logging.getLogger(__name__)
-
 def _find_missing(data: BenchmarkData, ids: Sequence[str]) -> list[tuple[str, str]]:
     return [(i, str(data.image_path(i))) for i in ids if not data.image_path(i).is_file()]
 
@@ -70,6 +82,22 @@ def _text_embeddings(encoder, queries, caption_order: str) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def _filter_masks(data: BenchmarkData, queries: list, g_ids: list[str]) -> list[np.ndarray] | None:
+    """Per query, the gallery rows its filter admits (cir.filters on the gallery metadata's columns)."""
+    if not any(q.filter for q in queries):
+        return None
+    metadatas = [data.metadata.get(g, {}) for g in g_ids]
+    columns = build_columns(infer_types(enumerate(metadatas)), metadatas)
+    fields = describe(columns)
+    masks: dict[str, np.ndarray] = {}
+    for q in queries:
+        key = json.dumps(q.filter, sort_keys=True)
+        if key not in masks:
+            flt = parse_filter(q.filter)
+            masks[key] = flt.bind(fields).mask(columns) if flt else np.ones(len(g_ids), dtype=bool)
+    return [masks[json.dumps(q.filter, sort_keys=True)] for q in queries]
+
+
 def run_part(encoder, data: BenchmarkData, cfg: EvalConfig, cache: GalleryCache) -> PartRun:
     """Embed, then compose, rank and collect every fusion's rankings for one part."""
     g_ids, g_emb, ref_rows, missing = _images(cache, encoder, data, cfg)
@@ -90,20 +118,42 @@ def run_part(encoder, data: BenchmarkData, cfg: EvalConfig, cache: GalleryCache)
     exclude = [pos.get(q.reference) for q in queries] if data.remove_reference else None
     subsets = ([[pos[m] for m in q.members if m in pos and m != q.reference] for q in queries]
                if data.benchmark == "cirr" else None)
+    masks = _filter_masks(data, queries, g_ids)
     for name, alpha in tqdm(cfg.fusions, desc=f"rank {data.part}", disable=not cfg.progress or len(cfg.fusions) < 2):
         key = fusion_key(name, alpha)
-        tops, ordered = rank_gallery(fuse(name, v, w, alpha), g_emb, cfg.top_k, exclude, subsets)
+        tops, ordered = rank_gallery(fuse(name, v, w, alpha), g_emb, cfg.top_k, exclude, subsets, masks)
         run.rankings[key] = {q.qid: [g_ids[i] for i in t] for q, t in zip(queries, tops)}
         if subsets is not None:
             run.subsets[key] = {q.qid: [g_ids[i] for i in o] for q, o in zip(queries, ordered)}
     return run
 
 
-def _counts(parts: list[PartRun]) -> dict:
+def _strip(prefix: str, by_qid: dict) -> dict:
+    return {qid[len(prefix):]: v for qid, v in by_qid.items() if qid.startswith(prefix)}
+
+
+def split_single_index(run: PartRun, parts: list[BenchmarkData]) -> list[PartRun]:
+    """A single-index run's queries and rankings back under their categories (its qids are "<part>/<qid>").
+
+    The shared gallery's missing images and truncated texts are counted once, on the first part.
+    """
+    out = []
+    for n, data in enumerate(parts):
+        prefix = f"{data.part}/"
+        kept = _strip(prefix, {q.qid: q for q in run.data.queries})
+        part = PartRun(replace(data, queries=[q for q in data.queries if q.qid in kept]), run.gallery_size,
+                       skipped=list(_strip(prefix, dict.fromkeys(run.skipped))),
+                       missing=run.missing if n == 0 else [], truncated_texts=run.truncated_texts if n == 0 else 0)
+        part.rankings = {key: _strip(prefix, ranks) for key, ranks in run.rankings.items()}
+        out.append(part)
+    return out
+
+
+def _counts(parts: list[PartRun], shared_gallery: bool = False) -> dict:
     counts = {"queries": sum(len(p.data.queries) for p in parts),
               "skipped_queries": sum(len(p.skipped) for p in parts),
               "missing_images": sum(len(p.missing) for p in parts),
-              "gallery": sum(p.gallery_size for p in parts),
+              "gallery": parts[0].gallery_size if shared_gallery else sum(p.gallery_size for p in parts),
               "truncated_texts": sum(p.truncated_texts for p in parts)}
     if len(parts) > 1:
         counts["parts"] = {p.data.part: {"queries": len(p.data.queries), "skipped_queries": len(p.skipped),
@@ -119,15 +169,19 @@ def run_evaluation(encoder, cfg: EvalConfig) -> EvalRun:
     t0 = time.perf_counter()
     datas = load_benchmark(cfg.benchmark, cfg.root, cfg.split, cfg.categories)
     cache = GalleryCache(cfg.cache_dir)
-    parts = [run_part(encoder, d, cfg, cache) for d in datas]
+    if cfg.single_index:
+        parts = split_single_index(run_part(encoder, single_index(datas), cfg, cache), datas)
+    else:
+        parts = [run_part(encoder, d, cfg, cache) for d in datas]
     report = {
         "benchmark": cfg.benchmark, "split": cfg.split, "root": str(datas[0].root),
         "encoder": encoder.info(),
         "fusions": [{"key": fusion_key(n, a), "fusion": n, "alpha": a} for n, a in cfg.fusions],
         "settings": {"top_k": cfg.top_k, "caption_order": cfg.caption_order,
                      "categories": [d.part for d in datas] if cfg.benchmark == "fashioniq" else None,
-                     "reference_removed": datas[0].remove_reference, "skip_missing": cfg.skip_missing},
-        "counts": _counts(parts),
+                     "reference_removed": datas[0].remove_reference, "skip_missing": cfg.skip_missing,
+                     "single_index": cfg.single_index},
+        "counts": _counts(parts, cfg.single_index),
         "results": score_parts(cfg.benchmark, parts, cfg.keys),
     }
     groups = group_report(cfg.benchmark, parts, cfg.keys)

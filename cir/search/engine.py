@@ -1,10 +1,12 @@
 """The search engine: encoder + loaded index + fusion. It knows nothing of HTTP.
 
 `SearchEngine.search` runs one composed query through the micro-batchers (image encodes, text
-encodes and index searches are each gathered across concurrent callers); `search_sync` runs the
-same steps directly, one query at a time, and is the exact reference the batched path is
-compared against. The loaded index is an immutable `IndexState` read once per query, so a hot
-swap (`swap`) never changes the index under a query in flight.
+encodes and index searches are each gathered across concurrent callers) or, when it is the only
+query in flight, as `search_sync` on the model thread; `search_sync` runs the steps directly,
+one query at a time, and is the exact reference the batched path is compared against. The
+loaded index is an immutable `IndexState` read once per query, so a hot swap (`swap`) never
+changes the index under a query in flight, and counts the queries holding each state so the
+service closes a retired one only once none does (`in_flight`).
 """
 
 from __future__ import annotations
@@ -20,33 +22,35 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from cir.fusion import DEFAULT_ALPHA, fuse
+from cir.fusion import DEFAULT_ALPHA, compose
 from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, decode_image,
                         sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
-from cir.search.query import (AmbiguousQueryError, BadImageError, EmptyQueryError, Hit, ImagePixelsError,
-                           IndexState, NotReadyError, Query, SearchResult, UnknownReferenceError,
-                           UnsupportedImageError)
+from cir.search.query import (BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan, Query,
+                              SearchResult, UnknownReferenceError, UnsupportedImageError)
 
 log = logging.getLogger(__name__)
 # The text weight of the one-sided fusions (what `alpha` reports for them).
 ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
 
 
-def _plan(q: Query, fusion: str) -> tuple[str, bool, bool]:
-    """Validate the query's parts and pick the effective fusion."""
-    has_image = q.image_bytes is not None or q.reference_id is not None
-    has_text = bool(q.text)
-    if q.image_bytes is not None and q.reference_id is not None:
-        raise AmbiguousQueryError("give either an image or a reference_id, not both")
-    if not has_image and not has_text:
-        raise EmptyQueryError("a query needs an image, a reference_id or a text")
-    if not has_text:
+STAGES = ("decode", "encode_image", "encode_text", "fuse", "search")
+
+
+def _fusion(q: Query, fusion: str) -> tuple[str, bool, bool]:
+    """The effective fusion and whether it needs the image and the text (a one-sided query uses its side)."""
+    if not q.text:
         return "image", True, False
-    if not has_image:
+    if not (q.uploads or q.gallery_ids):
         return "text", False, True
     return fusion, fusion != "text", fusion != "image"
+
+
+def _longest(timings: dict[str, float], **seconds: float) -> None:
+    """Parts that run concurrently: a stage lasts as long as its slowest part."""
+    for key, value in seconds.items():
+        timings[key] = max(timings[key], value)
 
 
 class SearchEngine:
@@ -64,6 +68,8 @@ class SearchEngine:
         self.default_alpha = default_alpha
         self.default_fusion = default_fusion
         self._state: IndexState | None = None
+        self._on_batch = on_batch
+        self._in_flight = 0  # queries inside search() (event-loop thread only)
         # queries in flight per index state: a swapped-out state is closed only once none holds it
         self._holds: Counter[int] = Counter()
         self._holds_lock = threading.Lock()
@@ -149,18 +155,27 @@ class SearchEngine:
             raise UnknownReferenceError(f"no gallery item with id {ref_id!r} in index {state.version}")
         return np.asarray(vec, dtype=np.float32)
 
-    def search_batch(self, jobs: list[tuple[IndexState, np.ndarray, int, float | None]]) -> list[list[Hit]]:
-        """Search several query vectors, one FAISS call per index state, with hit metadata."""
+    def search_batch(self, jobs: list[tuple]) -> list[list[Hit]]:
+        """Search several query vectors, one FAISS call per index state, with hit metadata.
+
+        A job is (state, vector, k, min_score, bound filter or None). Unfiltered jobs of one state
+        share one search; a filtered job is answered on its own (its own mask and plan), so its
+        hits never depend on what else is in the batch.
+        """
         out: list[list[Hit] | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(id(job[0]), []).append(i)
+        for i, (state, vec, k, min_score, bound) in enumerate(jobs):
+            if bound is None:
+                groups.setdefault(id(state), []).append(i)
+                continue
+            scores, ids = state.index.search_filtered(vec, k, bound.mask(state.index.columns))
+            out[i] = self._hits(state, scores, ids, min_score)
         for rows in groups.values():
             state = jobs[rows[0]][0]
             k_max = max(jobs[i][2] for i in rows)
             scores, ids = state.index.search(np.stack([jobs[i][1] for i in rows]).astype(np.float32), k_max)
             for row, i in enumerate(rows):
-                _, _, k, min_score = jobs[i]
+                _, _, k, min_score, _ = jobs[i]
                 out[i] = self._hits(state, scores[row], ids[row][:k], min_score)
         return out  # type: ignore[return-value]
 
@@ -174,109 +189,134 @@ class SearchEngine:
         return hits
 
     # --- whole queries ------------------------------------------------------------------
-    def _begin(self, q: Query) -> tuple[IndexState, str, bool, bool, float]:
+    def _begin(self, q: Query) -> Plan:
         state = self._state
         if state is None:
             raise NotReadyError("no index is loaded yet")
-        fusion, need_image, need_text = _plan(q, q.fusion or self.default_fusion)
+        q.check()
+        fusion, need_image, need_text = _fusion(q, q.fusion or self.default_fusion)
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
+        # Checked against this version's fields before any encoding: a bad filter fails fast.
+        bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
         with self._holds_lock:  # released by the caller when the query ends
             self._holds[id(state)] += 1
-        return state, fusion, need_image, need_text, alpha
+        return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
+                    q.text if need_text else None, tuple(q.negative_texts))
 
-    def _compose(self, fusion: str, v: np.ndarray | None, w: np.ndarray | None, alpha: float) -> np.ndarray:
-        v = w if v is None else v
-        w = v if w is None else w
-        return fuse(fusion, v[None], w[None], alpha)[0]
+    @staticmethod
+    def _compose(plan: Plan, q: Query, refs: list[np.ndarray], texts: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+        """cir.fusion.compose for one query (one reference and no negatives: exactly Slerp of v and w)."""
+        w = texts[0][0][None] if plan.text is not None else None
+        negatives = [vec for vec, _ in texts[0 if plan.text is None else 1:]]
+        return compose(plan.fusion, np.stack(refs)[None] if refs else None, w, plan.alpha, q.image_weights,
+                       np.stack(negatives)[None] if negatives else None, q.beta)[0]
+
+    @staticmethod
+    def _result(plan: Plan, q: Query, refs: list, texts: list, hits: list[Hit], vec: np.ndarray,
+                timings: dict[str, float], t0: float) -> SearchResult:
+        timings["total"] = time.perf_counter() - t0
+        return SearchResult(hits, plan.alpha, plan.fusion, plan.state.version, any(t for _, t in texts),
+                            {k: round(s * 1000, 3) for k, s in timings.items()}, references=len(refs),
+                            negative_weight=q.beta if plan.negatives else None, vector=vec)
 
     async def search(self, q: Query) -> SearchResult:
-        """Answer one query through the micro-batchers (call from the event loop)."""
-        t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha = self._begin(q)
-        upload = q.reference_id is None and need_image
-        # Announce each stage this query will reach, so batchers wait for it (and only for it).
+        """Answer one query (call from the event loop): alone, as `search_sync` in one hop to the model
+        thread; while others are in flight, through the micro-batchers, so they share forward passes."""
+        self._in_flight += 1
         try:
-            tickets = {"image": self._images.expect() if upload else None,
-                       "text": self._texts.expect() if need_text else None, "search": self._searches.expect()}
-        except BaseException:
-            self._release(state)
-            raise
-        try:
-            return await self._search(q, state, fusion, alpha, tickets, t0)
+            if self._in_flight == 1:
+                return await self._search_alone(q)
+            return await self._search_batched(q)
         finally:
-            for ticket in tickets.values():
-                if ticket is not None:
-                    ticket.close()
-            self._release(state)
+            self._in_flight -= 1
 
-    async def _search(self, q: Query, state: IndexState, fusion: str, alpha: float, tickets: dict,
-                      t0: float) -> SearchResult:
-        timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
+    async def _search_alone(self, q: Query) -> SearchResult:
+        # Nothing to batch with: the hand-offs between decode, batcher and model threads would
+        # only add latency. The model thread keeps one forward pass at a time.
+        result = await asyncio.get_running_loop().run_in_executor(self._model_pool, self.search_sync, q)
+        if self._on_batch is not None:  # batches of one, so the batch-size metric counts every item
+            counts = {"image": len(q.uploads) if result.fusion != "text" else 0,
+                      "text": (result.fusion != "image") + len(q.negative_texts), "search": 1}
+            for name, count in counts.items():
+                for _ in range(count):
+                    self._on_batch(name, 1)
+        return result
+
+    async def _search_batched(self, q: Query) -> SearchResult:
+        t0 = time.perf_counter()
+        plan = self._begin(q)
+        tickets: dict[str, list] = {"images": [], "texts": [], "search": []}
+        try:
+            # Announce each item this query will bring to a batcher, so batchers wait for it (and only for it).
+            tickets["images"] = [self._images.expect() for _ in plan.uploads]
+            tickets["texts"] = [self._texts.expect() for _ in plan.texts]
+            tickets["search"] = [self._searches.expect()]
+            return await self._search(q, plan, tickets, t0)
+        finally:
+            for ticket in (t for group in tickets.values() for t in group):
+                ticket.close()
+            self._release(plan.state)
+
+    async def _search(self, q: Query, plan: Plan, tickets: dict, t0: float) -> SearchResult:
+        timings = dict.fromkeys(STAGES, 0.0)
         loop = asyncio.get_running_loop()
 
-        async def image_part() -> np.ndarray | None:
-            if q.reference_id is not None:
-                return await loop.run_in_executor(self._search_pool, self.reference, state, q.reference_id)
-            if tickets["image"] is None:
-                return None
+        async def upload(data: bytes, ticket) -> np.ndarray:
             t = time.perf_counter()
-            pixels = await loop.run_in_executor(self._decode_pool, self.decode, q.image_bytes)
+            pixels = await loop.run_in_executor(self._decode_pool, self.decode, data)
             t1 = time.perf_counter()
-            vec = await tickets["image"].submit(pixels)
-            timings["decode"], timings["encode_image"] = t1 - t, time.perf_counter() - t1
+            vec = await ticket.submit(pixels)
+            _longest(timings, decode=t1 - t, encode_image=time.perf_counter() - t1)
             return vec
 
-        async def text_part() -> tuple[np.ndarray | None, bool]:
-            if tickets["text"] is None:
-                return None, False
-            t = time.perf_counter()
-            vec, truncated = await tickets["text"].submit(q.text)
-            timings["encode_text"] = time.perf_counter() - t
-            return vec, truncated
+        async def stored(ref_id: str) -> np.ndarray:
+            return await loop.run_in_executor(self._search_pool, self.reference, plan.state, ref_id)
 
-        v, (w, truncated) = await asyncio.gather(image_part(), text_part())
+        async def text(value: str, ticket) -> tuple[np.ndarray, bool]:
+            t = time.perf_counter()
+            out = await ticket.submit(value)
+            _longest(timings, encode_text=time.perf_counter() - t)
+            return out
+
+        parts = await asyncio.gather(*map(upload, plan.uploads, tickets["images"]), *map(stored, plan.gallery_ids),
+                                     *map(text, plan.texts, tickets["texts"]))
+        n = len(plan.uploads) + len(plan.gallery_ids)
+        refs, texts = list(parts[:n]), list(parts[n:])
         t = time.perf_counter()
-        vec = self._compose(fusion, v, w, alpha)
+        vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = await tickets["search"].submit((state, vec, q.k, q.min_score))
+        hits = await tickets["search"][0].submit((plan.state, vec, q.k, q.min_score, plan.bound))
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, alpha, fusion, state.version, truncated,
-                            {k: round(s * 1000, 3) for k, s in timings.items()})
+        return self._result(plan, q, refs, texts, hits, vec, timings, t0)
 
     def search_sync(self, q: Query) -> SearchResult:
         """The same query, step by step on the calling thread: no batching, no threads."""
         t0 = time.perf_counter()
-        state, fusion, need_image, need_text, alpha = self._begin(q)
+        plan = self._begin(q)
         try:
-            return self._search_sync(q, state, fusion, need_image, need_text, alpha, t0)
+            return self._run_sync(q, plan, t0)
         finally:
-            self._release(state)
+            self._release(plan.state)
 
-    def _search_sync(self, q: Query, state: IndexState, fusion: str, need_image: bool, need_text: bool,
-                     alpha: float, t0: float) -> SearchResult:
-        timings = dict.fromkeys(("decode", "encode_image", "encode_text", "fuse", "search"), 0.0)
-        v = w = None
-        truncated = False
-        if q.reference_id is not None:
-            v = self.reference(state, q.reference_id)
-        elif need_image:
+    def _run_sync(self, q: Query, plan: Plan, t0: float) -> SearchResult:
+        timings = dict.fromkeys(STAGES, 0.0)
+        refs = []
+        for data in plan.uploads:
             t = time.perf_counter()
-            pixels = self.decode(q.image_bytes)
+            pixels = self.decode(data)
             t1 = time.perf_counter()
-            v = self.encode_pixel_batch([pixels])[0]
-            timings["decode"], timings["encode_image"] = t1 - t, time.perf_counter() - t1
-        if need_text:
-            t = time.perf_counter()
-            w, truncated = self.encode_text_batch([q.text])[0]
-            timings["encode_text"] = time.perf_counter() - t
+            refs.append(self.encode_pixel_batch([pixels])[0])
+            timings["decode"] += t1 - t
+            timings["encode_image"] += time.perf_counter() - t1
+        refs += [self.reference(plan.state, ref_id) for ref_id in plan.gallery_ids]
         t = time.perf_counter()
-        vec = self._compose(fusion, v, w, alpha)
+        texts = [self.encode_text_batch([value])[0] for value in plan.texts]
+        timings["encode_text"] = time.perf_counter() - t
+        t = time.perf_counter()
+        vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = self.search_batch([(state, vec, q.k, q.min_score)])[0]
+        hits = self.search_batch([(plan.state, vec, q.k, q.min_score, plan.bound)])[0]
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        timings["total"] = time.perf_counter() - t0
-        return SearchResult(hits, alpha, fusion, state.version, truncated,
-                            {k: round(s * 1000, 3) for k, s in timings.items()})
+        return self._result(plan, q, refs, texts, hits, vec, timings, t0)

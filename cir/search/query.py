@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import numpy as np
+
+from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
+
+if TYPE_CHECKING:
+    from cir.filters import Filter
+
+MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
+MAX_REFERENCES = 8  # reference images (uploads and gallery ids together) one query may merge
+MAX_NEGATIVES = 8  # negative texts one query may give
 
 
 class QueryError(ValueError):
@@ -17,8 +30,20 @@ class EmptyQueryError(QueryError):
     code = "empty_query"
 
 
-class AmbiguousQueryError(QueryError):
-    code = "ambiguous_query"
+class TooManyReferencesError(QueryError):
+    code = "too_many_references"
+
+
+class ImageWeightsError(QueryError):
+    code = "invalid_image_weights"
+
+
+class NegativeTextError(QueryError):
+    code = "invalid_negative_text"
+
+
+class NegativeWeightError(QueryError):
+    code = "invalid_negative_weight"
 
 
 class UnsupportedImageError(QueryError):
@@ -35,6 +60,16 @@ class ImagePixelsError(BadImageError):
 
 class UnknownReferenceError(QueryError):
     code = "unknown_reference"
+
+
+class InvalidFilterError(QueryError):
+    """A filter that cannot be parsed or does not fit the index (cir.filters); names the field and why."""
+
+    code = "invalid_filter"
+
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
 
 
 class NotReadyError(RuntimeError):
@@ -55,9 +90,36 @@ class IndexState:
         return int(self.index.count)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one query will do: its index state, fusion and text weight, filter, and the inputs to encode."""
+
+    state: IndexState
+    fusion: str
+    alpha: float
+    bound: object  # the query's filter bound to this version (cir.filters), or None
+    uploads: tuple[bytes, ...]  # images to decode and encode
+    gallery_ids: tuple[str, ...]  # stored image embeddings to read
+    text: str | None  # the modification text, when the fusion uses it
+    negatives: tuple[str, ...]
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Every text to encode: the modification text first, then the negatives."""
+        return ((self.text,) if self.text is not None else ()) + self.negatives
+
+
 @dataclass
 class Query:
-    """A composed query: an uploaded image or a gallery reference, and/or a modification text."""
+    """A composed query: reference images (uploads and/or gallery ids) and/or a modification text,
+    optionally pushed away from negative texts.
+
+    `image_bytes` and `reference_id` are one upload and one gallery id; `images` and
+    `reference_ids` add more. Several references are merged by their weighted spherical mean, in
+    the order uploads first, then gallery ids (`image_weights` follows that order; default equal).
+    Several negative texts are merged by their spherical mean and applied as one push of
+    `negative_weight` (beta, default cir.fusion.DEFAULT_NEGATIVE_WEIGHT).
+    """
 
     image_bytes: bytes | None = None
     reference_id: str | None = None
@@ -66,6 +128,63 @@ class Query:
     alpha: float | None = None
     fusion: str | None = None
     min_score: float | None = None
+    filter: "Filter | None" = None  # cir.filters.parse_filter(...): only items that match are ranked
+    images: tuple[bytes, ...] = ()
+    reference_ids: tuple[str, ...] = ()
+    image_weights: tuple[float, ...] | None = None
+    negative_texts: tuple[str, ...] = ()
+    negative_weight: float | None = None
+
+    @property
+    def uploads(self) -> tuple[bytes, ...]:
+        """Every uploaded reference image, in order."""
+        return ((self.image_bytes,) if self.image_bytes is not None else ()) + tuple(self.images)
+
+    @property
+    def gallery_ids(self) -> tuple[str, ...]:
+        """Every gallery reference id, in order (after the uploads)."""
+        return ((self.reference_id,) if self.reference_id is not None else ()) + tuple(self.reference_ids)
+
+    @property
+    def beta(self) -> float:
+        """The negative weight used."""
+        return DEFAULT_NEGATIVE_WEIGHT if self.negative_weight is None else float(self.negative_weight)
+
+    def check(self) -> None:
+        """Raise the QueryError that names the first bad part (before anything is decoded or encoded)."""
+        n = len(self.uploads) + len(self.gallery_ids)
+        check_reference_count(n)
+        if n == 0 and not self.text:
+            if self.negative_texts:
+                raise NegativeTextError("negative_text: a negative text needs a query to move (an image, a "
+                                        "reference_id or a text)")
+            raise EmptyQueryError("a query needs an image, a reference_id or a text")
+        if self.image_weights is not None:
+            if len(self.image_weights) != n:
+                raise ImageWeightsError(f"image_weights: {len(self.image_weights)} weights for {n} references "
+                                        "(uploaded images first, then reference_ids)")
+            try:
+                check_weights(np.asarray(self.image_weights, dtype=np.float64), n)
+            except ValueError as exc:
+                raise ImageWeightsError(f"image_weights: {exc}") from None
+        if len(self.negative_texts) > MAX_NEGATIVES or not all(t and t.strip() for t in self.negative_texts):
+            raise NegativeTextError(f"negative_text: give 1 to {MAX_NEGATIVES} non-empty texts")
+        if not (math.isfinite(self.beta) and 0.0 <= self.beta <= 1.0):
+            raise NegativeWeightError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+    """Image weights as HTTP and `cir search` take them: "2,1,0.5" -> (2.0, 1.0, 0.5)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ImageWeightsError(f"image_weights: not comma-separated numbers: {text[:100]!r}") from None
+
+
+def check_reference_count(n: int) -> None:
+    """TooManyReferencesError when a query brings more than MAX_REFERENCES references."""
+    if n > MAX_REFERENCES:
+        raise TooManyReferencesError(f"image/reference_id: {n} references; a query merges at most {MAX_REFERENCES}")
 
 
 @dataclass
@@ -76,6 +195,18 @@ class Hit:
     item: dict
 
 
+def image_url(item_id: str) -> str:
+    """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
+    return f"/images/{quote(item_id, safe='')}"
+
+
+def hit_dict(hit: Hit) -> dict:
+    """A hit as the HTTP API and `cir search --json` return it."""
+    item = hit.item
+    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id),
+            "width": item.get("width"), "height": item.get("height"), "metadata": item.get("metadata") or {}}
+
+
 @dataclass
 class SearchResult:
     hits: list[Hit]
@@ -84,3 +215,15 @@ class SearchResult:
     index_version: str
     text_truncated: bool
     timings_ms: dict[str, float]
+    references: int = 0  # how many reference images were merged
+    negative_weight: float | None = None  # the push used; None without negative texts
+    vector: np.ndarray | None = field(default=None, repr=False)  # the composed query that was ranked
+
+
+def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
+    """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
+    warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
+    return {"results": [hit_dict(h) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
+            "index_version": result.index_version, "text_truncated": result.text_truncated,
+            "references": result.references, "negative_weight": result.negative_weight,
+            "warnings": warnings, "timings_ms": result.timings_ms}

@@ -16,6 +16,7 @@ Write a procedurally rendered shapes world to DIR:
   DIR/images/train/*.png + DIR/captions.jsonl   training image-caption pairs (seen combinations only)
   DIR/cirr/...                                  the queries in CIRR val layout (one render per combination)
   DIR/circo/...                                 the same queries in CIRCO val layout (every render)
+  DIR/circo/gallery_manifest.jsonl              the CIRCO renders as an index manifest (attributes as fields)
   DIR/queries.jsonl                             per-query attributes, changed attributes, held-out flag
   DIR/gallery.jsonl                             per-render ids, file names and attributes
   DIR/world.json                                world configuration and the held-out combinations

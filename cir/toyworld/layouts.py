@@ -25,6 +25,8 @@ CIRR_IMAGES = Path("cirr/dev")
 CIRCO_ANNOTATIONS = Path("circo/annotations/val.json")
 CIRCO_IMAGE_INFO = Path("circo/COCO2017_unlabeled/annotations/image_info_unlabeled2017.json")
 CIRCO_IMAGES = Path("circo/COCO2017_unlabeled/unlabeled2017")
+# The CIRCO gallery as an indexer manifest (`cir index build --gallery`): path, id, attributes.
+CIRCO_MANIFEST = Path("circo/gallery_manifest.jsonl")
 
 
 class GalleryItem(NamedTuple):
@@ -110,6 +112,12 @@ def gallery_record(g: GalleryItem) -> dict:
     """The side-file line for a gallery render (gallery.jsonl): ids, files and attributes."""
     return {"circo_id": g.circo_id, "file_name": g.file_name, "cirr_name": g.cirr_name,
             "attributes": g.attrs.as_dict()}
+
+
+def manifest_record(g: GalleryItem) -> dict:
+    """The indexer manifest line of a render: its path (relative to circo/), id = file name, attributes."""
+    return {"path": (CIRCO_IMAGES.relative_to("circo") / g.file_name).as_posix(), "id": g.file_name,
+            **g.attrs.as_dict()}
 
 
 def query_record(q: Query) -> dict:

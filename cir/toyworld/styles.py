@@ -12,6 +12,7 @@ keeps the object geometry and the captions of the plain world with the same seed
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,13 @@ def check_style(style: str) -> str:
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
     return style
+
+
+def style_info(style: str) -> dict:
+    """What world.json records about the style: nothing for plain (old worlds stay byte-identical)."""
+    if check_style(style) == DEFAULT_STYLE:
+        return {}
+    return {"style": style, "textured": dataclasses.asdict(TEXTURED)}
 
 
 def _tint(rng: np.random.Generator, p: Textured) -> np.ndarray:

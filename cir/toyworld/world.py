@@ -11,6 +11,7 @@ swapped in at the end, so a reader never sees half a world.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from cir.toyworld.queries import QuerySpec, make_queries
 from cir.toyworld.render import render
 from cir.toyworld.spec import (DEFAULT_IMAGE_SIZE, Attrs, all_combinations, is_heldout, iter_neighbours,
                                seen_combinations, spec_dict)
-from cir.toyworld.styles import DEFAULT_STYLE, check_style
+from cir.toyworld.styles import DEFAULT_STYLE, check_style, style_info
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
         layouts.write_circo(tmp, gallery, queries, image_size)
         layouts.write_jsonl(tmp / "queries.jsonl", [layouts.query_record(q) for q in queries])
         layouts.write_jsonl(tmp / "gallery.jsonl", [layouts.gallery_record(g) for g in gallery])
+        layouts.write_jsonl(tmp / layouts.CIRCO_MANIFEST, [layouts.manifest_record(g) for g in gallery])
         write_captions(tmp, seed, n_captions, image_size, progress, style)
         info = {
             "version": WORLD_VERSION, "seed": seed, "image_size": image_size, "gallery_size": gallery_size,
@@ -170,7 +172,7 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
             "circo_gallery": "every render; gt_img_ids = all renders of the target combination",
             **spec_dict(),
             # absent means plain, as in worlds written before styles existed (kept byte-identical)
-            **({"style": style} if style != DEFAULT_STYLE else {}),
+            **style_info(style),
         }
         layouts.write_json(tmp / "world.json", info, indent=2)
         _swap_in(tmp, out)
@@ -180,3 +182,16 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
     log.info("wrote %s shapes world (seed %d, %d gallery renders, %d queries, %d captions) to %s",
              style, seed, gallery_size, len(queries), n_captions, out)
     return info
+
+
+def holds_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_queries: int = 1000,
+                n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, style: str = DEFAULT_STYLE) -> bool:
+    """Does `out` already hold the world that `generate_world` writes for these arguments (per its world.json)?"""
+    path = Path(out).expanduser() / "world.json"
+    if not path.is_file():
+        return False
+    info = json.loads(path.read_text())
+    want = {"version": WORLD_VERSION, "seed": seed, "gallery_size": gallery_size, "n_queries": n_queries,
+            "n_captions": n_captions, "image_size": image_size}
+    styled = {k: v for k, v in info.items() if k in ("style", "textured")}
+    return all(info.get(k) == v for k, v in want.items()) and styled == json.loads(json.dumps(style_info(style)))

@@ -1,31 +1,94 @@
-// CIR web page: plain JS against the service's own API (POST /search, GET /info, GET /images/{id}).
+// CIR web page: plain JS against the service's own API (POST /search, GET /info, GET /facets,
+// GET /images/{id}).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, referenceId: null, previewUrl: null, busy: false, again: false };
+const MAX_REFERENCES = 8;  // the service's limit (cir.search.query.MAX_REFERENCES)
+// refs: the reference images, in the order shown: {upload: File} or {id: gallery id}, with src, label, weight
+const state = { refs: [], busy: false, again: false, sentFilter: null };
 
 function setError(message) {
   $("error").textContent = message || "";
   $("error").hidden = !message;
 }
 
-function setReference({ file = null, referenceId = null, src = null, label = "" }) {
-  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
-  state.file = file;
-  state.referenceId = referenceId;
-  state.previewUrl = file ? URL.createObjectURL(file) : null;
-  const img = $("preview");
-  img.hidden = !(file || referenceId);
-  img.src = state.previewUrl || src || "";
-  $("drop-hint").hidden = !img.hidden;
-  $("clear").hidden = img.hidden;
-  $("ref-label").textContent = label;
+function hasQuery() {
+  return state.refs.length > 0 || $("text").value.trim() !== "";
 }
 
-function pickFile(file) {
-  if (!file) return;
-  setReference({ file, label: `upload: ${file.name}` });
+function releaseRef(ref) {
+  if (ref.upload) URL.revokeObjectURL(ref.src);
+}
+
+function renderRefs() {
+  $("refs").replaceChildren(...state.refs.map((ref, i) => {
+    const box = document.createElement("div");
+    box.className = "ref";
+    box.title = ref.label;
+    const img = document.createElement("img");
+    img.src = ref.src;
+    img.alt = ref.label;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.textContent = "×";
+    remove.setAttribute("aria-label", `remove reference ${i + 1}`);
+    remove.addEventListener("click", () => removeReference(i));
+    const weight = document.createElement("input");
+    weight.type = "number";
+    weight.min = "0";
+    weight.step = "0.5";
+    weight.value = String(ref.weight);
+    weight.title = "weight of this reference";
+    weight.addEventListener("change", () => {
+      ref.weight = Math.max(0, Number(weight.value) || 0);
+      search();
+    });
+    box.append(img, remove, weight);
+    return box;
+  }));
+  const n = state.refs.length;
+  $("ref-label").textContent = n === 1 ? state.refs[0].label : (n ? `${n} references, merged` : "");
+  $("clear").hidden = n === 0;
+}
+
+function setReferences(refs) {
+  state.refs.forEach(releaseRef);
+  state.refs = refs;
+  renderRefs();
+}
+
+function addReferences(refs) {
+  const room = MAX_REFERENCES - state.refs.length;
+  if (refs.length > room) setError(`At most ${MAX_REFERENCES} reference images; ${refs.length - room} left out.`);
+  refs.slice(room).forEach(releaseRef);
+  state.refs = state.refs.concat(refs.slice(0, room));
+  renderRefs();
+}
+
+function removeReference(index) {
+  releaseRef(state.refs[index]);
+  state.refs.splice(index, 1);
+  renderRefs();
+  if (hasQuery()) search();
+}
+
+function pickFiles(files) {
+  const picked = [...(files || [])].map((file) => (
+    { upload: file, src: URL.createObjectURL(file), label: `upload: ${file.name}`, weight: 1 }));
+  if (!picked.length) return;
+  addReferences(picked);
   search();
+}
+
+function appendReferences(form) {
+  // the API's order: uploaded images first, then gallery ids; image_weights follows it
+  const ordered = state.refs.filter((r) => r.upload).concat(state.refs.filter((r) => !r.upload));
+  for (const ref of ordered) {
+    if (ref.upload) form.append("image", ref.upload);
+    else form.append("reference_id", ref.id);
+  }
+  if (ordered.some((r) => r.weight !== 1)) form.append("image_weights", ordered.map((r) => r.weight).join(","));
 }
 
 function errorText(body, status) {
@@ -36,7 +99,7 @@ function errorText(body, status) {
 
 async function search() {
   const text = $("text").value.trim();
-  if (!state.file && !state.referenceId && !text) {
+  if (!hasQuery()) {
     setError("Pick an image, click a hit or type a change first.");
     return;
   }
@@ -44,12 +107,19 @@ async function search() {
   state.busy = true;
   setError("");
   const form = new FormData();
-  if (state.file) form.append("image", state.file);
-  else if (state.referenceId) form.append("reference_id", state.referenceId);
+  appendReferences(form);
   if (text) form.append("text", text);
+  const negative = $("negative").value.trim();
+  if (negative) {
+    form.append("negative_text", negative);
+    form.append("negative_weight", $("negative-weight").value);
+  }
   form.append("alpha", $("alpha").value);
   form.append("fusion", $("fusion").value);
   form.append("k", $("k").value);
+  const filter = currentFilter();
+  if (filter) form.append("filter", filter);
+  state.sentFilter = filter;
   $("status").textContent = "searching…";
   try {
     const response = await fetch("/search", { method: "POST", body: form });
@@ -84,15 +154,19 @@ function render(body) {
     id.className = "id";
     id.textContent = hit.id;
     card.append(img, meta, id);
-    card.addEventListener("click", () => {
-      setReference({ referenceId: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}` });
+    card.addEventListener("click", (event) => {
+      const ref = { id: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}`, weight: 1 };
+      if (event.shiftKey) addReferences([ref]);
+      else setReferences([ref]);
       search();
     });
     return card;
   }));
   const t = body.timings_ms;
   const notes = body.warnings.length ? ` · ${body.warnings.join("; ")}` : "";
-  $("status").textContent = `${body.results.length} hits · ${body.fusion} α=${body.alpha.toFixed(2)} · ` +
+  const refs = body.references > 1 ? ` · ${body.references} references` : "";
+  const not = body.negative_weight !== null ? ` · not β=${body.negative_weight.toFixed(2)}` : "";
+  $("status").textContent = `${body.results.length} hits · ${body.fusion} α=${body.alpha.toFixed(2)}${refs}${not} · ` +
     `${t.total.toFixed(1)} ms · index ${body.index_version}${notes}`;
 }
 
@@ -115,17 +189,135 @@ async function loadInfo() {
   }
 }
 
+// --- metadata filters: controls built from GET /facets, shown only when the index has fields ---
+const DATE_INPUT = { date: "date", datetime: "datetime-local" };
+
+function filterLabel(name, info, ...inputs) {
+  const label = document.createElement("label");
+  label.className = "filter";
+  label.dataset.field = name;  // field names are data: set as text and attributes, never as HTML
+  label.dataset.type = info.type;
+  label.append(document.createTextNode(name), ...inputs);
+  return label;
+}
+
+function valueSelect(info, multiple) {
+  const select = document.createElement("select");
+  select.multiple = multiple;
+  if (multiple) select.title = "items with any of the selected values (Ctrl/⌘-click to pick several)";
+  if (!multiple) select.append(new Option("any", ""));
+  for (const [value, count] of Object.entries(info.values)) select.append(new Option(`${value} (${count})`, value));
+  return select;
+}
+
+function rangeInputs(info) {
+  const box = document.createElement("div");
+  box.className = "range";
+  for (const end of ["min", "max"]) {
+    const input = document.createElement("input");
+    input.type = DATE_INPUT[info.type] || "number";
+    if (input.type === "number") input.step = "any";
+    input.dataset.end = end;
+    input.placeholder = `${end} ${info[end] ?? ""}`;
+    input.title = `${end}: ${info[end] ?? "?"}`;
+    box.append(input);
+  }
+  return box;
+}
+
+function filterControl(name, info) {
+  if (info.type === "string" || info.type === "tags") {
+    if (info.values) return filterLabel(name, info, valueSelect(info, info.type === "tags"));
+    const input = document.createElement("input");
+    input.type = "text";
+    input.placeholder = info.type === "tags" ? "has this tag" : "exact value";
+    return filterLabel(name, info, input);
+  }
+  if (info.type === "boolean") return filterLabel(name, info, valueSelect(info, false));
+  if (info.type === "number" || info.type in DATE_INPUT) return filterLabel(name, info, rangeInputs(info));
+  return null;  // objects cannot be filtered
+}
+
+function controlCondition(label) {
+  const type = label.dataset.type;
+  const select = label.querySelector("select");
+  if (select && select.multiple) {
+    const picked = [...select.selectedOptions].map((o) => o.value);
+    return picked.length ? { any: picked } : null;
+  }
+  if (select) return select.value === "" ? null : (type === "boolean" ? select.value === "true" : select.value);
+  const inputs = [...label.querySelectorAll("input")];
+  if (inputs.length === 1) return inputs[0].value.trim() || null;
+  const cond = {};
+  for (const input of inputs) {
+    if (input.value === "") continue;
+    const value = type === "number" ? Number(input.value) : input.value;  // dates stay ISO 8601 text (UTC)
+    cond[input.dataset.end === "min" ? "gte" : "lte"] = value;
+  }
+  return Object.keys(cond).length ? cond : null;
+}
+
+function currentFilter() {
+  const filter = {};
+  for (const label of $("filter-fields").children) {
+    const cond = controlCondition(label);
+    if (cond !== null) filter[label.dataset.field] = cond;
+  }
+  return Object.keys(filter).length ? JSON.stringify(filter) : null;
+}
+
+function filtersChanged() {
+  if (currentFilter() === state.sentFilter) return;  // e.g. the change event after typing a bound
+  if (hasQuery()) search();
+}
+
+async function loadFacets() {
+  let fields = {};
+  try {
+    const response = await fetch("/facets");
+    if (response.ok) fields = (await response.json()).fields || {};
+  } catch (err) {
+    fields = {};  // no facets: no filter controls
+  }
+  const controls = Object.entries(fields).map(([name, info]) => filterControl(name, info)).filter(Boolean);
+  $("filter-fields").replaceChildren(...controls);
+  $("filters").hidden = controls.length === 0;
+}
+
+let filterTimer = null;
+$("filter-fields").addEventListener("change", () => { clearTimeout(filterTimer); filtersChanged(); });
+$("filter-fields").addEventListener("input", (event) => {
+  if (event.target.tagName !== "INPUT") return;  // selects search on change
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(filtersChanged, 300);  // typing a bound: search once it pauses
+});
+$("clear-filters").addEventListener("click", () => {
+  for (const el of $("filter-fields").querySelectorAll("input, select")) {
+    if (el.multiple) [...el.options].forEach((o) => { o.selected = false; });
+    else el.value = "";
+  }
+  filtersChanged();
+});
+
 let sliderTimer = null;
 $("alpha").addEventListener("input", () => {
   $("alpha-value").textContent = Number($("alpha").value).toFixed(2);
   clearTimeout(sliderTimer);
-  if (state.file || state.referenceId || $("text").value.trim()) sliderTimer = setTimeout(search, 150);
+  if (hasQuery()) sliderTimer = setTimeout(search, 150);
+});
+$("negative-weight").addEventListener("input", () => {
+  $("negative-weight-value").textContent = Number($("negative-weight").value).toFixed(2);
+  clearTimeout(sliderTimer);
+  if (hasQuery() && $("negative").value.trim()) sliderTimer = setTimeout(search, 150);
 });
 $("query").addEventListener("submit", (event) => { event.preventDefault(); search(); });
 $("fusion").addEventListener("change", () => { if ($("results").children.length) search(); });
 $("k").addEventListener("change", () => { if ($("results").children.length) search(); });
-$("clear").addEventListener("click", () => setReference({}));
-$("file").addEventListener("change", (event) => pickFile(event.target.files[0]));
+$("clear").addEventListener("click", () => setReferences([]));
+$("file").addEventListener("change", (event) => {
+  pickFiles(event.target.files);
+  event.target.value = "";  // picking the same file again still adds it
+});
 const drop = $("drop");
 drop.addEventListener("click", () => $("file").click());
 drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file").click(); });
@@ -134,6 +326,7 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
   event.preventDefault();
   drop.classList.remove("over");
-  pickFile(event.dataTransfer.files[0]);
+  pickFiles(event.dataTransfer.files);
 });
 loadInfo();
+loadFacets();
