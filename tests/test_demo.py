@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
+from cli_process import start_cli
 
 from cir import index_store as store
 from cir.index_store import load_version
@@ -66,9 +65,8 @@ def test_a_restarted_demo_reuses_everything_and_publishes_nothing(tmp_path, smal
 
 
 def test_ctrl_c_in_the_demo_is_one_line(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "cir_cli.main", "demo", "--workdir", str(tmp_path / "demo"),
-                             "--no-tat", "--no-serve", "--gallery-size", "3000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_cli(["cir_cli.main", "demo", "--workdir", str(tmp_path / "demo"), "--no-tat", "--no-serve",
+                      "--gallery-size", "3000"], start_new_session=True)
     started = threading.Event()
     lines: list[str] = []
 

@@ -11,12 +11,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_process import start_cli
 from index_fixtures import write_image
 from tiny_models import make_tiny_clip
 from training_fixtures import make_config, tat_world, world_rows, write_jsonl  # noqa: F401
@@ -60,11 +60,6 @@ def _wait_for(condition, timeout: float, proc: subprocess.Popen, what: str) -> N
         time.sleep(0.02)
 
 
-def _start(args: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
-
-
 def _assert_gone(pids: set[int], within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
@@ -96,7 +91,7 @@ def test_kill_9_of_training_leaves_no_dataloader_workers(tat_world, tiny_clip_di
             for i in range(1024)]
     data = write_jsonl(tmp_path / "long.jsonl", long)
     out = tmp_path / "run"
-    proc = _start(["training", "--model", str(tiny_clip_dir), "--data", str(data), "--out", str(out),
+    proc = start_cli(["training", "--model", str(tiny_clip_dir), "--data", str(data), "--out", str(out),
                    "--workers", "2", "--max-steps", "100000", "--batch-size", "256", "--holdout", "4",
                    "--log-every", "1", "--no-progress"])
     log = out / "train_log.jsonl"
@@ -111,7 +106,7 @@ def test_kill_9_of_training_leaves_no_dataloader_workers(tat_world, tiny_clip_di
 def test_kill_9_of_a_build_frees_workers_and_lock_for_an_immediate_rerun(big_gallery, tiny_clip_dir, tmp_path):
     out = tmp_path / "root"
     args = _build_args(big_gallery, tiny_clip_dir, out)
-    proc = _start(["indexer", *args])
+    proc = start_cli(["indexer", *args])
     _wait_for(lambda: len(_children(proc.pid)) >= 2, 180, proc, "the decode workers")
     workers = _children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
@@ -122,7 +117,7 @@ def test_kill_9_of_a_build_frees_workers_and_lock_for_an_immediate_rerun(big_gal
 
 def test_ctrl_c_in_a_build_prints_one_line_and_exits_130(big_gallery, tiny_clip_dir, tmp_path):
     out = tmp_path / "root"
-    proc = _start(["indexer", *_build_args(big_gallery, tiny_clip_dir, out)], start_new_session=True)
+    proc = start_cli(["indexer", *_build_args(big_gallery, tiny_clip_dir, out)], start_new_session=True)
     _wait_for(lambda: len(_children(proc.pid)) >= 2, 180, proc, "the decode workers")
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
     _, err = proc.communicate(timeout=60)
@@ -152,7 +147,7 @@ def _free_port() -> int:
 def test_serve_with_an_adapter_of_another_model_fails_in_one_line(small_index, make_config, tmp_path):
     other = make_tiny_clip(tmp_path / "other_clip", seed=1)
     adapter = train(make_config(model=str(other), out=str(tmp_path / "adapter"), max_steps=1)).out
-    proc = _start(["service", "--index", str(small_index), "--adapter", str(adapter), "--port", str(_free_port()),
+    proc = start_cli(["service", "--index", str(small_index), "--adapter", str(adapter), "--port", str(_free_port()),
                    "--device", "cpu"])
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 2, err
@@ -164,7 +159,7 @@ def test_serve_with_an_adapter_of_another_model_fails_in_one_line(small_index, m
 
 def test_ctrl_c_stops_the_server_in_one_line(small_index):
     port = _free_port()
-    proc = _start(["service", "--index", str(small_index), "--port", str(port), "--device", "cpu"],
+    proc = start_cli(["service", "--index", str(small_index), "--port", str(port), "--device", "cpu"],
                   start_new_session=True)
 
     def ready() -> bool:
