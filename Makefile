@@ -58,7 +58,7 @@ test: $(DEV_STAMP) system-tools
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -rs
 
 toy-model: $(STAMP)
-	$(BIN)/python -m training.toy_model --out cir/assets/toy --seed 0
+	$(BIN)/python -m training.toy.model --out cir/assets/toy --seed 0
 
 compose-smoke:
 	bash scripts/compose-smoke.sh

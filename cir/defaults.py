@@ -10,3 +10,7 @@ from __future__ import annotations
 FUSIONS = ("slerp", "linear", "image", "text")
 # The text weight used when none is given: the paper's value for CIRCO and FashionIQ.
 DEFAULT_ALPHA = 0.8
+# The largest image file a job reads: a bigger file (or a device posing as one) is skipped.
+DEFAULT_MAX_FILE_MB = 64
+# Pillow's own default; a larger image is treated as a decompression bomb.
+DEFAULT_MAX_PIXELS = 89_478_485

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from cir.defaults import DEFAULT_MAX_PIXELS
 from cir.errors import error_text
 
 
@@ -45,8 +46,6 @@ IMAGE_FORMATS = (
 IMAGE_EXTENSIONS = tuple(ext for f in IMAGE_FORMATS for ext in f.extensions)
 PILLOW_FORMATS = tuple(name for f in IMAGE_FORMATS for name in f.pillow)
 FORMATS_TEXT = ", ".join(f.label for f in IMAGE_FORMATS[:-1]) + f" or {IMAGE_FORMATS[-1].label}"
-# Pillow's own default; a larger image is treated as a decompression bomb.
-DEFAULT_MAX_PIXELS = 89_478_485
 # Modes Image.reduce works on directly (others are converted to RGB first).
 REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
 # After a decode this large, freed memory is handed back to the OS at once.

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import faiss
 import numpy as np
 
+from cir.index_factory import factory_kind
 from cir.columns import COLUMNS_DIR, Columns, load_columns
 from cir.index_search import EXACT_MAX_MATCHES, filtered_search, rerank_search
 from cir.io import atomic_write_text
@@ -149,7 +150,7 @@ def apply_search_params(index, params: dict | None) -> None:
 def read_index(path: str | Path, factory: str, mmap: bool = True):
     """Read a FAISS index; IVF indexes are memory-mapped (read-only) when mmap is set."""
     flags = 0
-    if mmap and "IVF" in factory:
+    if mmap and factory_kind(factory) == "IVF":
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.read_index(str(path), flags)
 
@@ -238,7 +239,7 @@ def to_gpu(index, factory: str):
     """Move a Flat/IVF index to GPU 0 with faiss-gpu (HNSW stays on the CPU); returns (index, resources)."""
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         raise IndexStoreError("GPU search needs faiss-gpu and a CUDA device")
-    if factory.startswith("HNSW"):
+    if factory_kind(factory) == "HNSW":
         log.warning("%s has no GPU implementation; searching on the CPU", factory)
         return index, None
     resources = faiss.StandardGpuResources()

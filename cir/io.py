@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +31,53 @@ def make_temp_dir(parent: str | Path, prefix: str) -> Path:
 def restore_mode(path: str | Path) -> None:
     """Give a file the mode a plain open() would have (0666 less the umask): undo a library's 0600."""
     os.chmod(path, 0o666 & ~_umask())
+
+
+class FileRefusedError(ValueError):
+    """A path is not a regular file, or is larger than the caller allows: it is not read."""
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def human_size(n: float) -> str:
+    """'512 B', '43.1 KiB', '64.0 MiB'."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def check_regular(st: os.stat_result, max_bytes: int) -> None:
+    """Raise FileRefusedError unless `st` is a regular file of at most max_bytes."""
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefusedError(f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special')})")
+    if st.st_size > max_bytes:
+        raise FileRefusedError(f"{human_size(st.st_size)}, over the {human_size(max_bytes)} file limit")
+
+
+def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes, else FileRefusedError; never blocks, never reads more.
+
+    A FIFO or a link to /dev/zero named like an image would block or read forever: the path is
+    checked before it is opened (no device is ever opened), opened non-blocking, checked again on
+    the open descriptor (it may have been swapped), and read up to max_bytes + 1 bytes.
+    """
+    check_regular(os.stat(path), max_bytes)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        check_regular(os.fstat(fd), max_bytes)
+        chunks, size = [], 0
+        while size <= max_bytes and (block := os.read(fd, min(1 << 20, max_bytes + 1 - size))):
+            chunks.append(block)
+            size += len(block)
+    finally:
+        os.close(fd)
+    if size > max_bytes:  # it grew after the check
+        raise FileRefusedError(f"over the {human_size(max_bytes)} file limit")
+    return b"".join(chunks)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from cir.hub import HubError, locate
+
 log = logging.getLogger(__name__)
 
 TOY_MODEL = "toy"
@@ -30,13 +32,13 @@ def toy_model_dir() -> Path:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Map 'toy' to the packaged demo model; pass hub ids and local paths through."""
+    """Map 'toy' to the packaged demo model, check local folders, and locate hub ids (cache first, fast)."""
     if name_or_path == TOY_MODEL:
         path = toy_model_dir()
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"the built-in 'toy' model is missing from {path}; reinstall cir or run "
-                "`python -m training.toy_model --out cir/assets/toy`"
+                "`python -m training.toy.model --out cir/assets/toy`"
             )
         return str(path)
     path = Path(name_or_path).expanduser()
@@ -44,7 +46,10 @@ def resolve_model(name_or_path: str) -> str:
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is not a model directory (no config.json)")
         return str(path)
-    return name_or_path
+    try:
+        return locate(name_or_path)
+    except HubError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def state_dict_fingerprint(model: torch.nn.Module) -> str:

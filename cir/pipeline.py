@@ -18,9 +18,14 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cir.defaults import DEFAULT_MAX_FILE_MB
 from cir.errors import error_text
 from cir.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from cir.io import read_regular_file
 from cir.pixels import stack_pixels
+from cir.workers import iterate, worker_init
+
+DEFAULT_MAX_FILE_BYTES = DEFAULT_MAX_FILE_MB * 2**20
 
 
 @dataclass
@@ -48,19 +53,19 @@ class ImageFileDataset(Dataset):
     """Reads, optionally hashes, decodes and preprocesses one file per item (runs in workers)."""
 
     def __init__(self, paths: Sequence[str | Path], preprocess, hash_files: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_FILE_BYTES):
         self.paths = [str(p) for p in paths]
         self.preprocess = preprocess
         self.hash_files = hash_files
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
         try:
-            with open(self.paths[i], "rb") as fh:
-                data = fh.read()
+            data = read_regular_file(self.paths[i], self.max_bytes)  # never a FIFO, a device, a huge file
             image = decode_image(data, self.max_pixels, reduce_for=getattr(self.preprocess, "input_side", None))
             pixels = self.preprocess(image)
         except (ImageDecodeError, OSError, ValueError) as exc:
@@ -93,17 +98,20 @@ def make_batches(n: int, batch_size: int, boundaries: Sequence[int] = ()) -> lis
 
 
 def iter_embedded_batches(encoder, paths: Sequence[str | Path], batches: Sequence[Sequence[int]],
-                          workers: int = 2, hash_files: bool = False,
-                          max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[EmbeddedBatch]:
+                          workers: int = 2, hash_files: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                          max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Iterator[EmbeddedBatch]:
     """Yield an EmbeddedBatch per index batch, in order, decoding in `workers` processes."""
-    dataset = ImageFileDataset(paths, encoder.preprocess, hash_files=hash_files, max_pixels=max_pixels)
+    dataset = ImageFileDataset(paths, encoder.preprocess, hash_files=hash_files, max_pixels=max_pixels,
+                               max_bytes=max_bytes)
     loader = DataLoader(
         dataset, batch_sampler=[list(b) for b in batches], num_workers=workers,
         collate_fn=collate_images, pin_memory=encoder.device.type == "cuda",
+        # Workers leave Ctrl-C to this process and die with it (even under kill -9).
+        worker_init_fn=worker_init() if workers > 0 else None,
         # Deep prefetch keeps the accelerator busy across slow (large) images.
         prefetch_factor=4 if workers > 0 else None, persistent_workers=False,
     )
-    for batch in loader:
+    for batch in iterate(loader):
         if batch["pixels"] is None:
             embeddings = np.zeros((0, encoder.dim), np.float32)
         else:

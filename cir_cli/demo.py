@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The apps' CLI modules are light (they import torch only once their arguments parse).
+from cir.toyworld.cli import main as toyworld_main
 from cir.toyworld.layouts import CIRCO_MANIFEST
 from cir.toyworld.styles import DEFAULT_STYLE, STYLES
-from cir.toyworld.world import generate_world
 from indexer.cli import main as index_main
 from service.cli import main as serve_main
 from training.cli import main as train_main
@@ -33,7 +34,7 @@ class DemoStyle:
 
     folder: str  # under --workdir ("" for plain: the layout from before styles existed)
     captions: int  # training image-caption pairs in the world
-    train_args: tuple[str, ...]  # the TAT run on the toy model (docs/tat.md measures each)
+    train_args: tuple[str, ...]  # the TAT run on the toy model (docs/tat.md measures each); --resume is added
     alpha: float  # the best Slerp text weight after TAT (docs/tat.md); written into the index manifest
     eval_before_after: bool  # let the TAT job print Slerp recall before/after on the world's CIRR queries
 
@@ -71,8 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Stopped(Exception):
+    """A step stopped early: by Ctrl-C (status 130) or a failure it explained already."""
+
+    def __init__(self, status: int, what: str):
+        super().__init__(what)
+        self.status = status
+
+
 def _step(title: str, argv: list[str] | None = None) -> None:
     print(f"\n==> {title}" + (f"\n    $ cir {shlex.join(argv)}" if argv else ""), flush=True)
+
+
+def _run(main, argv: list[str], what: str) -> None:
+    """Run one app's `main(argv)` as the printed command would; a non-zero status stops the demo."""
+    status = main(argv[1:])
+    if status:
+        raise Stopped(status, what)
 
 
 def _world(workdir: Path, gallery_size: int, style: str) -> Path:
@@ -83,13 +99,11 @@ def _world(workdir: Path, gallery_size: int, style: str) -> Path:
             raise ValueError(f"{world} holds a {found} world, not {style}; remove it or choose another --workdir")
         _step(f"shapes world: reusing {world}")
         return world
-    captions = DEMOS[style].captions
     argv = ["toyworld", "--out", str(world), "--seed", str(WORLD_SEED), "--gallery-size", str(gallery_size),
-            "--queries", str(DEMO_QUERIES), "--captions", str(captions)]
-    _step(f"shapes world: generating {gallery_size} renders into {world}",
-          argv + (["--style", style] if style != DEFAULT_STYLE else []))
-    generate_world(world, seed=WORLD_SEED, gallery_size=gallery_size, n_queries=DEMO_QUERIES, n_captions=captions,
-                   progress=True, style=style)
+            "--queries", str(DEMO_QUERIES), "--captions", str(DEMOS[style].captions)]
+    argv += ["--style", style] if style != DEFAULT_STYLE else []
+    _step(f"shapes world: generating {gallery_size} renders into {world}", argv)
+    _run(toyworld_main, argv, "generating the shapes world")
     return world
 
 
@@ -98,21 +112,24 @@ def _adapter(workdir: Path, world: Path, retrain: bool, demo: DemoStyle) -> Path
     if (adapter / "adapter_config.json").is_file() and not retrain:
         _step(f"TAT adapter: reusing {adapter}")
         return adapter
-    if retrain and adapter.exists():
+    if retrain and (adapter / "adapter_config.json").is_file():
         adapter = workdir / f"adapter-{time.strftime('%Y%m%dT%H%M%S')}"
+    # --resume: a demo stopped during training continues from its checkpoint on the next start.
     argv = ["train", "--model", "toy", "--data", str(world / "captions.jsonl"), "--out", str(adapter),
-            *demo.train_args]
+            *demo.train_args, "--resume"]
     if demo.eval_before_after:
         argv += ["--eval-cir", str(world / "cirr"), "--eval-alpha", str(demo.alpha)]
     _step("Text-Anchored Tuning of the toy model's image tower", argv)
-    if train_main(argv[1:]) != 0:
-        raise RuntimeError("the TAT job failed (see above)")
+    _run(train_main, argv, "the TAT job")
     return adapter
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `cir demo`; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), as a return code for callers
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     demo = DEMOS[args.style]
@@ -126,11 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         if adapter is not None:
             build[6:6] = ["--adapter", str(adapter)]
         _step("indexing the gallery", build)
-        if index_main(build[1:]) != 0:
-            raise RuntimeError("indexing failed (see above)")
-    except (OSError, ValueError, RuntimeError) as exc:
+        _run(index_main, build, "indexing")
+    except KeyboardInterrupt:
+        return _stopped()
+    except Stopped as exc:
+        if exc.status == 130:
+            return _stopped()
+        print(f"cir demo: error: {exc} failed (see above)", file=sys.stderr)
+        return exc.status
+    except (OSError, ValueError) as exc:
         print(f"cir demo: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     serve = ["serve", "--index", str(index), "--host", args.host, "--port", str(args.port)]
     print(f"\nDemo ready in {time.perf_counter() - start:.0f} s: world {world}, "
           f"adapter {adapter or 'none'}, index {index}.")
@@ -139,3 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _step(f"serving on http://{args.host}:{args.port}/  (Ctrl-C stops)", serve)
     return serve_main(serve[1:])
+
+
+def _stopped() -> int:
+    print("cir demo: interrupted; run it again to continue (finished steps are reused)", file=sys.stderr)
+    return 130

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from cir.benchmarks import (BENCHMARKS, CATEGORIES, DEFAULT_ALPHA, BenchmarkError, EvalConfig, default_cache_dir,
-                            run_evaluation)
-from cir.encoder import load_encoder
-from cir.fusion import FUSIONS
-from cir.models import ModelLoadError
+# Light imports only: the parser is built, and --help answered, before torch loads (see run_eval).
+from cir.benchmarks.config import CAPTION_ORDERS, EvalConfig
+from cir.benchmarks.data import BENCHMARKS, DEFAULT_ALPHA, SPLITS, default_cache_dir
+from cir.benchmarks.fashioniq import CATEGORIES
+from cir.defaults import FUSIONS
 from cir.io import atomic_write_text
-from evaluation.compare import CompareError, compare_label, compare_table, load_report
-from evaluation.outputs import markdown_table, write_outputs
-from evaluation.plots import sweep_plot
 
 log = logging.getLogger("evaluation")
 
@@ -40,7 +35,7 @@ def parse_sweep(spec: str) -> list[float]:
         raise ValueError(f"--alpha-sweep wants START:STOP:STEP, e.g. 0:1:0.1; got {spec!r}") from None
     if step <= 0 or start > stop or start < 0 or stop > 1:
         raise ValueError(f"--alpha-sweep {spec!r}: need 0 <= START <= STOP <= 1 and STEP > 0")
-    n = int(np.floor((stop - start) / step + 1e-9)) + 1
+    n = int(math.floor((stop - start) / step + 1e-9)) + 1
     return [round(start + i * step, 6) for i in range(n)]
 
 
@@ -59,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "or the shapes world, or compare metrics.json files.")
     p.add_argument("--benchmark", choices=BENCHMARKS, help="which benchmark --root holds")
     p.add_argument("--root", type=Path, help="the benchmark folder as downloaded (or a shapes world's cirr/ or circo/)")
-    p.add_argument("--split", choices=("val", "test"), default="val", help="val (metrics) or test (server files); "
+    p.add_argument("--split", choices=SPLITS, default=EvalConfig.split, help="val (metrics) or test (server files); "
                    "CIRR's test is test1")
     p.add_argument("--model", help="'toy', a Hugging Face id or a local model folder")
     p.add_argument("--adapter", type=Path, help="a TAT LoRA adapter folder (from `cir train`)")
@@ -73,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-index", action="store_true",
                    help="FashionIQ: rank all categories' queries against one gallery (the union of their splits), "
                         "each filtered to its category, as one shop index would; scored per category as usual")
-    p.add_argument("--caption-order", choices=("forward", "both"), default="forward",
+    p.add_argument("--caption-order", choices=CAPTION_ORDERS, default=EvalConfig.caption_order,
                    help="FashionIQ: 'c1 and c2' (forward) or the average with 'c2 and c1' (both)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default 64)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding worker processes (default 2)")
+    p.add_argument("--batch-size", type=int, default=EvalConfig.batch_size,
+                   help="images per encoder batch (default %(default)s)")
+    p.add_argument("--workers", type=int, default=EvalConfig.workers,
+                   help="image decoding worker processes (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16, float16")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -110,6 +107,10 @@ def _fusions(args) -> list[tuple[str, float]]:
 
 
 def run_compare(args) -> int:
+    # matplotlib (tables and plots): imported only once the arguments are known to be good.
+    from evaluation.compare import CompareError, compare_label, compare_table, load_report  # noqa: PLC0415
+    from evaluation.plots import sweep_plot  # noqa: PLC0415
+
     reports = [load_report(p) for p in args.compare]
     split = lambda s: [x.strip() for x in s.split(",")] if s else None  # noqa: E731
     table = compare_table(reports, args.compare, labels=split(args.labels), metrics=split(args.metrics),
@@ -129,6 +130,13 @@ def run_eval(args, argv: list[str]) -> int:
     missing = [f"--{n}" for n in ("benchmark", "root", "model", "out") if getattr(args, n) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or use --compare)")
+    # Heavy (torch, transformers): imported only once the arguments are known to be good.
+    import torch  # noqa: PLC0415
+
+    from cir.benchmarks.runner import run_evaluation  # noqa: PLC0415
+    from cir.encoder import load_encoder  # noqa: PLC0415
+    from evaluation.outputs import markdown_table, write_outputs  # noqa: PLC0415
+
     if args.threads:
         torch.set_num_threads(args.threads)
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -139,7 +147,10 @@ def run_eval(args, argv: list[str]) -> int:
                      batch_size=args.batch_size, workers=args.workers, cache_dir=cache,
                      skip_missing=args.skip_missing, categories=cats, caption_order=args.caption_order,
                      progress=not args.no_progress, single_index=args.single_index)
-    encoder = load_encoder(args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
+    try:
+        encoder = load_encoder(args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
+    except RuntimeError as exc:  # cir.models.ModelLoadError: a model that cannot be found or loaded
+        raise ValueError(str(exc)) from exc
     run = run_evaluation(encoder, cfg)
     report = write_outputs(run, args.out, command=["cir", "eval", *argv], label=args.label)
     print(markdown_table(report), end="")
@@ -156,10 +167,13 @@ def run_eval(args, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cir eval`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), as a return code for callers
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_compare(args) if args.compare else run_eval(args, argv)
-    except (BenchmarkError, CompareError, ModelLoadError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # BenchmarkError, CompareError and a model that does not load among them
         print(f"cir eval: error: {exc}", file=sys.stderr)
         return 2

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -14,28 +15,25 @@ from tqdm import tqdm
 
 from cir import index_store as store
 from cir.columns import build_columns, describe
-from cir.images import file_sha256
+from cir.images import IMAGE_EXTENSIONS
 from cir.models import ModelLoadError
 from cir.pipeline import iter_embedded_batches
 from cir.runtimes import load_runtime_encoder
 from indexer.config import BuildConfig
+from indexer.errors import BuildError, OutputError
 from indexer.factory import build_index, choose_factory
-from indexer.gallery import GalleryEntry, GalleryError, field_types, read_gallery, stat_file
+from indexer.gallery import GalleryEntry, GalleryError, field_types, printable, read_gallery
 from indexer.items import compose_items
+from indexer.plan import Base, Plan, load_base, make_plan, unchanged
 from indexer.shards import STAGING, ShardStore, ShardWriter, shard_ranges, staging_key
-from indexer.versions import (OutputError, check_writable, new_version_name, prune, remove_stale_tmp,
-                              root_lock, write_version)
+from indexer.versions import check_writable, new_version_name, prune, remove_stale_tmp, root_lock, write_version
 
 log = logging.getLogger(__name__)
 
 
-class BuildError(RuntimeError):
-    """A build cannot proceed; the message says why and what to do. Nothing was published."""
-
-
 @dataclass
 class BuildResult:
-    """What a finished build did (the `--json` line)."""
+    """What a finished build did (the `--json` line); status 'published' or 'unchanged' (nothing published)."""
 
     version: str
     count: int
@@ -46,68 +44,7 @@ class BuildResult:
     images_per_s: float
     factory: str = ""
     recall_at_10: float = 1.0
-
-
-@dataclass
-class Base:
-    """The published version a build starts from: its items by path and its embeddings."""
-
-    version: str
-    by_path: dict
-    embeddings: np.ndarray
-
-
-@dataclass
-class Plan:
-    """Per gallery entry: reuse a stored row, embed it (a work position) or skip it (reason)."""
-
-    entries: list[GalleryEntry]
-    stats: list
-    reuse: dict = field(default_factory=dict)
-    work: list = field(default_factory=list)
-    skipped: dict = field(default_factory=dict)
-
-
-def load_base(root: Path, fingerprint: str, force_new: bool) -> Base | None:
-    """The published version to reuse embeddings from; refuses another encoder's root."""
-    idx = store.IndexRoot(root)
-    version = idx.current_version()
-    if version is None:
-        return None
-    manifest = idx.manifest(version)
-    if manifest.get("fingerprint") != fingerprint:
-        if not force_new:
-            raise BuildError(
-                f"{root} holds version {version} built with another encoder (fingerprint "
-                f"{str(manifest.get('fingerprint'))[:12]}, model {manifest.get('model')}); this encoder is "
-                f"{fingerprint[:12]}. Use another --out, or --force-new to re-embed everything into this root")
-        return None
-    vdir = idx.version_dir(version)
-    by_path = {it["path"]: it for it in store.iter_items(vdir / store.ITEMS_FILE)}
-    return Base(version, by_path, np.load(vdir / store.EMBEDDINGS_FILE, mmap_mode="r"))
-
-
-def make_plan(entries: list[GalleryEntry], base: Base | None) -> Plan:
-    """Reuse unchanged files (same stat, or same content hash); embed new and changed ones."""
-    plan = Plan(entries, [stat_file(e.path) for e in entries])
-    for i, (entry, st) in enumerate(zip(entries, plan.stats)):
-        old = base.by_path.get(entry.path) if base else None
-        if st is None:
-            plan.skipped[i] = "missing: file not found or not readable"
-        elif old is not None and (old["size"], old["mtime_ns"]) == st:
-            plan.reuse[i] = old
-        elif old is not None and _sha_or_none(entry.path) == old["sha256"]:
-            plan.reuse[i] = old  # touched but unchanged content
-        else:
-            plan.work.append(i)
-    return plan
-
-
-def _sha_or_none(path: str) -> str | None:
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
+    status: str = "published"
 
 
 def embed_local(cfg: BuildConfig, encoder, paths: list[str], ranges, todo: list[int], writer: ShardWriter, bar) -> None:
@@ -117,7 +54,7 @@ def embed_local(cfg: BuildConfig, encoder, paths: list[str], ranges, todo: list[
         start, stop = ranges[k]
         batches += [list(range(i, min(i + cfg.batch_size, stop))) for i in range(start, stop, cfg.batch_size)]
     for b in iter_embedded_batches(encoder, paths, batches, workers=cfg.workers, hash_files=True,
-                                   max_pixels=cfg.max_pixels):
+                                   max_pixels=cfg.max_pixels, max_bytes=cfg.max_file_bytes):
         writer.add(b.indices, b.embeddings, b.sizes, b.hashes, b.failed)
         bar.update(len(b.indices) + len(b.failed))
 
@@ -127,7 +64,7 @@ def run_embedding(cfg: BuildConfig, encoder, plan: Plan, executor=embed_local) -
     paths = [plan.entries[i].path for i in plan.work]
     work_rows = [(p, *plan.stats[i]) for p, i in zip(paths, plan.work)]
     shards = ShardStore(cfg.out, staging_key(encoder.fingerprint, work_rows, cfg.batch_size,
-                                             cfg.shard_size, cfg.max_pixels))
+                                             cfg.shard_size, cfg.max_pixels, cfg.max_file_bytes))
     shards.open({"fingerprint": encoder.fingerprint, "gallery": str(cfg.gallery), "work": len(paths)})
     ranges = shard_ranges(len(paths), cfg.shard_size)
     done = shards.done()
@@ -172,18 +109,19 @@ def assemble(plan: Plan, base: Base | None, shards: ShardStore, ranges, dim: int
     if reuse_dest:
         order = np.argsort(reuse_src)  # read the memory-mapped base in file order
         vectors[np.asarray(reuse_dest)[order]] = base.embeddings[np.asarray(reuse_src)[order]]
-    skip_list = [{"id": plan.entries[i].id, "path": plan.entries[i].path, "reason": r} for i, r in sorted(skipped.items())]
+    skip_list = [{"id": plan.entries[i].id, "path": printable(plan.entries[i].path), "reason": r}
+                 for i, r in sorted(skipped.items())]
     return items, vectors, skip_list
 
 
 def _prepare(cfg: BuildConfig) -> tuple[list[GalleryEntry], dict[str, str]]:
     try:
-        entries = read_gallery(cfg.gallery)
+        entries = read_gallery(cfg.gallery, cfg.follow_symlinks)
         types = field_types(cfg.gallery, entries)  # before any embedding: a bad manifest fails fast
     except GalleryError as exc:
         raise BuildError(str(exc)) from exc
     if not entries:
-        raise BuildError(f"gallery {cfg.gallery} contains no images ({', '.join(('jpg', 'jpeg', 'png', 'webp', 'bmp'))})")
+        raise BuildError(f"gallery {cfg.gallery} contains no images ({' '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
     try:
         check_writable(cfg.out)
     except OutputError as exc:
@@ -214,26 +152,57 @@ def build(cfg: BuildConfig, encoder=None, executor=embed_local) -> BuildResult:
             return _build_locked(cfg, entries, types, encoder or _load(cfg), t0, executor)
     except OutputError as exc:
         raise BuildError(str(exc)) from exc
+    except OSError as exc:
+        raise BuildError(_write_failure(cfg.out, exc)) from exc
+
+
+def _write_failure(root: Path, exc: OSError) -> str:
+    what = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "a write failed"
+    staging = root / STAGING
+    kept = sum(1 for _ in staging.glob("*/shard-*.npz")) if staging.is_dir() else 0
+    return (f"{what} under {root} ({exc}); nothing was published and the published version is untouched. "
+            f"{kept} finished embedding shards are kept in {staging} so that rerunning the same command "
+            "resumes (delete that folder to free their space)")
+
+
+def index_settings(cfg: BuildConfig, factory: str) -> dict:
+    """The settings that shape a version besides its items (compared to decide 'unchanged')."""
+    text = [cfg.item_text, cfg.item_weight] if cfg.item_text else None
+    return {"factory": factory, "recall_target": cfg.recall_target, "default_alpha": cfg.alpha, "item_text": text}
+
+
+def manifest_settings(manifest: dict) -> dict:
+    """index_settings as a published version's manifest records them."""
+    text = manifest.get("item_text")
+    return {"factory": manifest.get("factory"), "recall_target": manifest.get("recall_target"),
+            "default_alpha": manifest.get("default_alpha"),
+            "item_text": [text["field"], text["alpha"]] if text else None}
 
 
 def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0: float, executor) -> BuildResult:
     remove_stale_tmp(cfg.out)
     base = load_base(cfg.out, encoder.fingerprint, cfg.force_new)
-    plan = make_plan(entries, base)
+    plan = make_plan(entries, base, cfg.max_file_bytes)
     shards, ranges, rate = run_embedding(cfg, encoder, plan, executor)
     items, vectors, skipped = assemble(plan, base, shards, ranges, encoder.dim)
     if not items:
         reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         raise BuildError(f"none of the {len(entries)} gallery files could be read ({reasons})")
-    ranked, item_text = compose_items(encoder, items, vectors, cfg.item_text, cfg.item_weight, cfg.progress)
     factory = cfg.factory if cfg.factory != "auto" else choose_factory(len(items), encoder.dim, cfg.flat_max,
                                                                        cfg.max_memory_gb)
+    embedded = len(items) - len(plan.reuse)
+    if not cfg.force_new and unchanged(base, items, skipped) and \
+            index_settings(cfg, factory) == manifest_settings(base.manifest):
+        shutil.rmtree(cfg.out / STAGING, ignore_errors=True)
+        return BuildResult(base.version, len(items), embedded, len(plan.reuse), len(skipped),
+                           round(time.perf_counter() - t0, 3), rate, base.manifest["factory"],
+                           base.manifest.get("recall_at_10", 1.0), status="unchanged")
+    ranked, item_text = compose_items(encoder, items, vectors, cfg.item_text, cfg.item_weight, cfg.progress)
     use_gpu = cfg.gpu_index == "yes" or (cfg.gpu_index == "auto" and encoder.device.type == "cuda")
     try:
         built = build_index(vectors if ranked is None else ranked, factory, cfg.recall_target, use_gpu=use_gpu)
     except (ValueError, RuntimeError) as exc:
         raise BuildError(f"cannot build the {factory} index: {exc}") from exc
-    embedded = len(items) - len(plan.reuse)
     version = new_version_name(cfg.out, encoder.fingerprint)
     result = BuildResult(version, len(items), embedded, len(plan.reuse), len(skipped),
                          round(time.perf_counter() - t0, 3), rate,
@@ -260,7 +229,7 @@ def _manifest(cfg: BuildConfig, encoder, built, result: BuildResult, base: Base 
         "fingerprint": encoder.fingerprint, "base_fingerprint": encoder.base_fingerprint,
         "runtime": cfg.runtime, "dim": encoder.dim, "count": result.count, "metric": "ip", "normalized": True,
         "factory": built.factory, "search_params": built.search_params, "rerank": built.rerank,
-        "recall_at_10": built.recall_at_10,
+        "recall_at_10": built.recall_at_10, "recall_target": cfg.recall_target,
         "default_alpha": cfg.alpha, "gallery": str(Path(cfg.gallery).resolve()),
         "previous": base.version if base else None, "built_on_gpu": built.on_gpu,
         "counts": {"embedded": result.embedded, "reused": result.reused, "skipped": result.skipped},

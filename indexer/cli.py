@@ -5,20 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-import faiss
+# Light imports only: the parser is built, and --help answered, before torch and faiss load.
+from cir.runtimes import RUNTIMES
+from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
+from indexer.errors import BuildError
 
-from cir import index_store as store
-from cir.runtimes import DEFAULT_RUNTIME, RUNTIMES
-from indexer.build import BuildError, build, embed_local
-from indexer.config import DEFAULT_ITEM_ALPHA, BuildConfig
-
-# One core stays with the encoder's process (collation, host-to-device copies).
-DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
+D = BuildConfig  # field defaults of the one config: the CLI never restates them
 
 
 def _build_parser(sub) -> None:
@@ -30,43 +25,54 @@ def _build_parser(sub) -> None:
                    help="image folder (walked recursively: jpg jpeg png webp bmp) or a .jsonl/.csv manifest with "
                         "'path' and optional 'id' and metadata fields")
     p.add_argument("--model", required=True, help="model: 'toy', a local model folder or a hub id")
-    p.add_argument("--adapter", type=Path, default=None, help="LoRA adapter folder from `cir train` (TAT)")
+    p.add_argument("--adapter", type=Path, default=D.adapter, help="LoRA adapter folder from `cir train` (TAT)")
     p.add_argument("--out", required=True, type=Path, help="index root (ROOT/versions/<v>/, ROOT/CURRENT)")
-    p.add_argument("--factory", default="auto",
+    p.add_argument("--factory", default=D.factory,
                    help="auto (default: Flat for small galleries, HNSW32, or IVF+PQ when memory is short), Flat, "
                         "HNSW<M>, IVF<nlist>,Flat or IVF<nlist>,PQ<m>")
-    p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default 64)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"decode/preprocess worker processes (default: cores - 1, at most 8; here {DEFAULT_WORKERS}; "
+    p.add_argument("--batch-size", type=int, default=D.batch_size,
+                   help="images per encoder batch (default %(default)s)")
+    p.add_argument("--workers", type=int, default=D.workers,
+                   help="decode/preprocess worker processes (default: cores - 1, at most 8; here %(default)s; "
                         "0 = inline)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="encoder device (default auto)")
-    p.add_argument("--dtype", default="auto", help="autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16")
-    p.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+    p.add_argument("--device", default=D.device, choices=DEVICES, help="encoder device (default %(default)s)")
+    p.add_argument("--dtype", default=D.dtype, help="autocast dtype: auto (bf16 on GPU), float32, bfloat16, float16")
+    p.add_argument("--runtime", default=D.runtime, choices=RUNTIMES,
                    help="encoder runtime: torch (default) or onnx (ONNX Runtime on the CPU; the towers are exported "
                         "once and cached by fingerprint; the index is the same model's, servable by either runtime)")
-    p.add_argument("--onnx-cache", type=Path, default=None,
+    p.add_argument("--onnx-cache", type=Path, default=D.onnx_cache,
                    help="folder of cached ONNX exports (default ~/.cache/cir/onnx)")
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
+    p.add_argument("--executor", default=D.executor, choices=EXECUTORS,
                    help="local (default) or ray: embed on a Ray cluster (RAY_ADDRESS), one GPU actor per device")
-    p.add_argument("--keep", type=int, default=3, help="complete versions to keep (default 3; CURRENT always kept)")
-    p.add_argument("--alpha", type=float, default=0.8, help="default Slerp text weight recorded in the manifest (0.8)")
+    p.add_argument("--keep", type=int, default=D.keep,
+                   help="complete versions to keep (default %(default)s; CURRENT always kept)")
+    p.add_argument("--alpha", type=float, default=D.alpha,
+                   help="default Slerp text weight recorded in the manifest (default %(default)s)")
     p.add_argument("--force-new", action="store_true",
                    help="allow a root built with another encoder: re-embed everything, publish a new version")
-    p.add_argument("--shard-size", type=int, default=4096, help="images per crash-safe embedding shard (4096)")
-    p.add_argument("--recall-target", type=float, default=0.95,
-                   help="ANN search knobs are tuned to reach this recall@10 vs exact search (0.95)")
-    p.add_argument("--flat-max", type=int, default=20_000, help="auto: exact Flat up to this many images (20000)")
-    p.add_argument("--max-memory-gb", type=float, default=None,
+    p.add_argument("--shard-size", type=int, default=D.shard_size,
+                   help="images per crash-safe embedding shard (default %(default)s)")
+    p.add_argument("--recall-target", type=float, default=D.recall_target,
+                   help="ANN search knobs are tuned to reach this recall@10 vs exact search (default %(default)s)")
+    p.add_argument("--flat-max", type=int, default=D.flat_max,
+                   help="auto: exact Flat up to this many images (default %(default)s)")
+    p.add_argument("--max-memory-gb", type=float, default=D.max_memory_gb,
                    help="auto: memory budget for the index (default half the RAM); over it IVF+PQ is used")
-    p.add_argument("--gpu-index", default="auto", choices=("auto", "yes", "no"),
+    p.add_argument("--gpu-index", default=D.gpu_index, choices=GPU_INDEX,
                    help="build Flat/IVF indexes on the GPU with faiss-gpu (auto: when the encoder is on CUDA)")
-    p.add_argument("--item-text", metavar="FIELD", default=None,
+    p.add_argument("--item-text", metavar="FIELD", default=D.item_text,
                    help="compose each gallery item that has this manifest field (e.g. title) with its text: "
                         "the index holds slerp(image, text, --item-alpha); items without it keep their image "
                         "embedding; the image embeddings stay stored for reference_id queries and rebuilds")
-    p.add_argument("--item-alpha", metavar="B", type=float, default=None,
+    p.add_argument("--item-alpha", metavar="B", type=float, default=D.item_alpha,
                    help=f"text weight of composed items, 0..1 (default {DEFAULT_ITEM_ALPHA}; 0 = the image-only "
                         "index). A new field or weight re-composes without re-encoding any image")
+    p.add_argument("--max-pixels", type=int, default=D.max_pixels,
+                   help="decompression-bomb guard: images with more pixels are skipped (default %(default)s)")
+    p.add_argument("--max-file-mb", type=float, default=D.max_file_mb,
+                   help="larger files are skipped, never read (default %(default)s MiB)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="index symlinks in a gallery folder that point outside it (default: skipped with a reason)")
     p.add_argument("--faiss-threads", type=int, default=0, help="FAISS OpenMP threads (default 0 = all cores)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--json", action="store_true", help="print one final JSON line with the counts and images/s")
@@ -79,24 +85,33 @@ def _config(args) -> BuildConfig:
         runtime=args.runtime, onnx_cache=args.onnx_cache, executor=args.executor, keep=args.keep, alpha=args.alpha,
         force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
         max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, item_text=args.item_text,
-        item_alpha=args.item_alpha, progress=not args.no_progress)
+        item_alpha=args.item_alpha, max_pixels=args.max_pixels, max_file_mb=args.max_file_mb,
+        follow_symlinks=args.follow_symlinks, progress=not args.no_progress)
 
 
 def cmd_build(args) -> int:
     """Run a build and report it."""
     cfg = _config(args)
+    # Heavy (torch, transformers, faiss): imported only once the arguments are known to be good.
+    import faiss  # noqa: PLC0415
+
+    from indexer.build import build, embed_local  # noqa: PLC0415
+
     if args.faiss_threads > 0:
         faiss.omp_set_num_threads(args.faiss_threads)
     executor = embed_local
     if cfg.executor == "ray":
         # Ray is an optional dependency, imported only when its executor is chosen.
-        from indexer import ray_executor
+        from indexer import ray_executor  # noqa: PLC0415
 
         executor = ray_executor.embed_ray
     result = build(cfg, executor=executor)
     if args.json:
-        keys = ("version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
-        print(json.dumps({k: asdict(result)[k] for k in keys}))
+        keys = ("status", "version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
+        print(json.dumps({k: getattr(result, k) for k in keys}))
+    elif result.status == "unchanged":
+        print(f"unchanged: {result.version} already holds these {result.count} items ({result.skipped} skipped); "
+              "nothing published (--force-new publishes anyway)")
     else:
         print(f"published {result.version}: {result.count} items ({result.embedded} embedded, {result.reused} "
               f"reused, {result.skipped} skipped) in {result.seconds:.1f}s, {result.images_per_s:.1f} images/s; "
@@ -106,6 +121,8 @@ def cmd_build(args) -> int:
 
 def cmd_publish(args) -> int:
     """Point CURRENT at an existing version (roll back or forward)."""
+    from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
+
     store.IndexRoot(args.root).publish(args.version)
     print(f"published {args.version}")
     return 0
@@ -113,6 +130,8 @@ def cmd_publish(args) -> int:
 
 def cmd_info(args) -> int:
     """Print the manifest of a version (default CURRENT) and the versions present."""
+    from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
+
     root = store.IndexRoot(args.root)
     version = args.version or root.current_version()
     if version is None:
@@ -155,6 +174,18 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expected(exc: Exception) -> bool:
+    """A failure the user can act on (one line on stderr), as opposed to a bug (a traceback)."""
+    if isinstance(exc, (ValueError, ImportError)):
+        return True
+    if isinstance(exc, BuildError):
+        return True
+    # Raised only once a command imported the index store (faiss), so this import costs nothing.
+    from cir.index_store import IndexStoreError  # noqa: PLC0415
+
+    return isinstance(exc, IndexStoreError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cir index` and `python -m indexer`."""
     parser = make_parser()
@@ -167,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"build": cmd_build, "publish": cmd_publish, "info": cmd_info}
     try:
         return commands[args.command](args)
-    except (BuildError, store.IndexStoreError, ValueError) as exc:
-        print(f"cir index {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except ImportError as exc:
-        print(f"cir index {args.command}: error: {exc} (install the 'ray' extra: pip install 'cir[ray]')",
-              file=sys.stderr)
+    except KeyboardInterrupt:
+        hint = ": finished shards are kept, rerun the same command to resume" if args.command == "build" else ""
+        print(f"cir index {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - expected failures become one line; bugs re-raise
+        if not _expected(exc):
+            raise
+        extra = " (install the 'ray' extra: pip install 'cir[ray]')" if isinstance(exc, ImportError) else ""
+        print(f"cir index {args.command}: error: {exc}{extra}", file=sys.stderr)
         return 2

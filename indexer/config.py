@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cir.defaults import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA, DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS
+from cir.index_factory import FORMS, parse_factory
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
+GPU_INDEX = ("auto", "yes", "no")
+# One core stays with the encoder's process (collation, host-to-device copies).
+DEFAULT_WORKERS = max(1, min(8, (os.cpu_count() or 2) - 1))
 # Text weight of a composed gallery item (slerp(image, title, B)) when --item-text is given alone.
 DEFAULT_ITEM_ALPHA = 0.1
-_FACTORY = re.compile(r"^(auto|Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?(fs)?))$")
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class BuildConfig:
     adapter: Path | None = None
     factory: str = "auto"
     batch_size: int = 64
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     device: str = "auto"
     dtype: str = "auto"
     runtime: str = DEFAULT_RUNTIME
@@ -40,15 +43,19 @@ class BuildConfig:
     flat_max: int = 20_000
     max_memory_gb: float | None = None
     gpu_index: str = "auto"
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+    follow_symlinks: bool = False
     item_text: str | None = None
     item_alpha: float | None = None
     progress: bool = True
 
     def __post_init__(self):
-        if not _FACTORY.match(self.factory):
-            raise ValueError(f"unsupported --factory {self.factory!r}; use auto, Flat, HNSW<M>, "
-                             "IVF<nlist>,Flat or IVF<nlist>,PQ<m>")
+        if self.factory != "auto":
+            try:
+                parse_factory(self.factory)
+            except ValueError:
+                raise ValueError(f"unsupported --factory {self.factory!r}; use auto, {FORMS}") from None
         if self.batch_size < 1 or self.shard_size < 1:
             raise ValueError("--batch-size and --shard-size must be >= 1")
         if self.workers < 0:
@@ -70,10 +77,12 @@ class BuildConfig:
             raise ValueError("--flat-max must be >= 0")
         if self.max_memory_gb is not None and self.max_memory_gb <= 0:
             raise ValueError("--max-memory-gb must be > 0")
-        if self.gpu_index not in ("auto", "yes", "no"):
+        if self.gpu_index not in GPU_INDEX:
             raise ValueError("--gpu-index must be auto, yes or no")
         if self.max_pixels < 1:
             raise ValueError("--max-pixels must be >= 1")
+        if not self.max_file_mb > 0:
+            raise ValueError("--max-file-mb must be > 0")
         if self.item_text is not None and not self.item_text.strip():
             raise ValueError("--item-text must name a manifest field, e.g. title")
         if self.item_alpha is not None and self.item_text is None:
@@ -87,3 +96,8 @@ class BuildConfig:
         if self.item_text is None:
             return 0.0
         return DEFAULT_ITEM_ALPHA if self.item_alpha is None else self.item_alpha
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The file size limit in bytes."""
+        return int(self.max_file_mb * 2**20)

@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 
 from cir.fusion import l2_normalize
+from cir.index_factory import parse_factory
 from cir.index_store import rerank_search
 
 log = logging.getLogger(__name__)
@@ -55,21 +56,15 @@ def ivf_nlist(n: int) -> int:
 
 def estimate_bytes(factory: str, n: int, dim: int) -> int:
     """Rough resident size of an index of n vectors."""
-    if factory == "Flat":
+    spec = parse_factory(factory)
+    if spec.kind == "Flat":
         return n * dim * 4
-    if factory.startswith("HNSW"):
-        m = int(factory[4:].split(",")[0])
-        return n * (dim * 4 + m * 2 * 4 + 16)
-    nlist = int(factory.split(",")[0][3:])
-    if factory.endswith("Flat"):
-        code = dim * 4
-    else:
-        m, _, bits = factory.split("PQ")[1].rstrip("fs").partition("x")
-        code = int(m) * int(bits or 8) // 8
-    return n * (code + 8) + nlist * dim * 4
+    if spec.kind == "HNSW":
+        return n * (dim * 4 + spec.hnsw_m * 2 * 4 + 16)
+    return n * (spec.code_bytes(dim) + 8) + spec.nlist * dim * 4
 
 
-def choose_factory(n: int, dim: int, flat_max: int = 20_000, max_memory_gb: float | None = None) -> str:
+def choose_factory(n: int, dim: int, flat_max: int, max_memory_gb: float | None = None) -> str:
     """'auto': exact Flat up to flat_max, HNSW while it fits the memory budget, else IVF+PQ."""
     if n <= flat_max:
         return "Flat"
@@ -89,7 +84,7 @@ def _gpu_available() -> bool:
 
 
 def _train_sample(vectors: np.ndarray, factory: str, seed: int) -> np.ndarray:
-    nlist = int(factory.split(",")[0][3:]) if factory.startswith("IVF") else 256
+    nlist = parse_factory(factory).nlist or 256
     # ~40 points per coarse centroid (FAISS's lower bound) keeps k-means affordable on a CPU;
     # 64k rows are ample for the PQ codebooks.
     size = min(len(vectors), max(40 * nlist, 65_536))
@@ -100,12 +95,13 @@ def _train_sample(vectors: np.ndarray, factory: str, seed: int) -> np.ndarray:
 def make_index(vectors: np.ndarray, factory: str, use_gpu: bool = False, seed: int = 0):
     """Create, train (on a fixed-seed sample) and fill an inner-product index; returns (index, on_gpu)."""
     n, dim = vectors.shape
-    if factory.startswith("IVF") and n < int(factory.split(",")[0][3:]):
-        raise ValueError(f"{factory} needs at least {factory.split(',')[0][3:]} vectors to train; "
+    spec = parse_factory(factory)
+    if spec.kind == "IVF" and n < spec.nlist:
+        raise ValueError(f"{factory} needs at least {spec.nlist} vectors to train; "
                          f"the gallery has {n}: use a smaller nlist or --factory auto")
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     on_gpu = False
-    if use_gpu and not factory.startswith("HNSW") and _gpu_available():
+    if use_gpu and spec.kind != "HNSW" and _gpu_available():
         try:
             index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
             on_gpu = True
@@ -144,7 +140,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 def rerank_factor(factory: str) -> int:
     """How many candidates per result a structure needs re-scored exactly (PQ only)."""
-    return PQ_RERANK if "PQ" in factory else 0
+    return PQ_RERANK if parse_factory(factory).pq else 0
 
 
 def tune(index, factory: str, queries: np.ndarray, truth: np.ndarray, target: float,
@@ -155,11 +151,11 @@ def tune(index, factory: str, queries: np.ndarray, truth: np.ndarray, target: fl
     def recall() -> float:
         return recall_at_k(rerank_search(index, vectors, queries, k, rerank)[1], truth)
 
-    if factory.startswith("HNSW"):
+    spec = parse_factory(factory)
+    if spec.kind == "HNSW":
         name, grid = "efSearch", EF_SEARCH
-    elif factory.startswith("IVF"):
-        nlist = int(factory.split(",")[0][3:])
-        name, grid = "nprobe", [p for p in NPROBE if p <= nlist]
+    elif spec.kind == "IVF":
+        name, grid = "nprobe", [p for p in NPROBE if p <= spec.nlist]
     else:
         return {}, recall()
     space, best = faiss.ParameterSpace(), ({}, -1.0)

@@ -42,9 +42,10 @@ def columns_to_pixels(batch: dict, rows: np.ndarray):
             if k.startswith(prefix)}
 
 
-def decode_batch(batch: dict, preprocess, max_pixels: int, blank) -> dict:
+def decode_batch(batch: dict, preprocess, max_pixels: int, max_bytes: int, blank) -> dict:
     """Ray Data CPU stage: file -> (pixels, size, sha256) or an error, via cir.pipeline's dataset."""
-    data = ImageFileDataset(list(batch["path"]), preprocess, hash_files=True, max_pixels=max_pixels)
+    data = ImageFileDataset(list(batch["path"]), preprocess, hash_files=True, max_pixels=max_pixels,
+                            max_bytes=max_bytes)
     items = [data[i] for i in range(len(data))]
     return {
         "position": np.asarray(batch["position"], dtype=np.int64),
@@ -96,8 +97,9 @@ def _run(cfg, encoder, paths, ranges, todo, writer, bar) -> None:
     blank = map_pixels(torch.zeros_like, encoder.preprocess(Image.new("RGB", (8, 8))))
     log.info("ray: %d images, %d encoder actor(s) with %s GPU each", len(rows), actors, gpus_each)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // max(cfg.batch_size, 1)))
-    ds = ds.map_batches(decode_batch, fn_kwargs={"preprocess": encoder.preprocess, "max_pixels": cfg.max_pixels,
-                                                 "blank": blank}, batch_size=cfg.batch_size, num_cpus=1)
+    decode_args = {"preprocess": encoder.preprocess, "max_pixels": cfg.max_pixels, "max_bytes": cfg.max_file_bytes,
+                   "blank": blank}
+    ds = ds.map_batches(decode_batch, fn_kwargs=decode_args, batch_size=cfg.batch_size, num_cpus=1)
     device = "auto" if gpus_each else "cpu"
     ds = ds.map_batches(Embedder, fn_constructor_args=(cfg.model, str(cfg.adapter) if cfg.adapter else None,
                                                        device, cfg.dtype),

@@ -31,9 +31,10 @@ class Shard:
     failed_reasons: list[str]
 
 
-def staging_key(fingerprint: str, work: Sequence[tuple], batch_size: int, shard_size: int, max_pixels: int) -> str:
+def staging_key(fingerprint: str, work: Sequence[tuple], batch_size: int, shard_size: int, max_pixels: int,
+                max_bytes: int) -> str:
     """A digest of everything that decides the shards' contents: same arguments, same folder."""
-    digest = hashlib.sha256(f"{fingerprint}|{batch_size}|{shard_size}|{max_pixels}".encode())
+    digest = hashlib.sha256(f"{fingerprint}|{batch_size}|{shard_size}|{max_pixels}|{max_bytes}".encode())
     for row in work:
         digest.update(("\x00".join(map(str, row)) + "\n").encode())
     return digest.hexdigest()[:20]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from contextlib import contextmanager
@@ -18,15 +20,12 @@ import numpy as np
 from cir import index_store as store
 from cir.columns import COLUMNS_DIR, Columns, write_columns
 from cir.io import atomic_write_json
+from indexer.errors import OutputError
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 _COUNTER = re.compile(r"^(?:\.tmp-)?v(\d+)-")
-
-
-class OutputError(RuntimeError):
-    """The output root cannot be used (unwritable, locked, inconsistent)."""
 
 
 def check_writable(root: Path) -> None:
@@ -40,18 +39,38 @@ def check_writable(root: Path) -> None:
         raise OutputError(f"output root {root} is not writable: {exc}") from exc
 
 
+# Lock fds this process holds. A forked child (a DataLoader decode worker) would share the lock
+# and keep it after a kill -9 of the build, so that an immediate rerun found the root "locked":
+# children close their copies at once, and the lock lives and dies with the build process.
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextmanager
 def root_lock(root: Path):
     """Hold an exclusive lock on ROOT/.lock for the whole build (one writer per root)."""
-    fh = open(root / ".lock", "a")
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise OutputError(f"another build holds {root / '.lock'}; wait for it to finish") from exc
+        _HELD_LOCKS.add(fd)
         yield
     finally:
-        fh.close()
+        _HELD_LOCKS.discard(fd)
+        os.close(fd)
 
 
 def new_version_name(root: Path, fingerprint: str) -> str:
@@ -80,18 +99,25 @@ def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dic
     tmp_name = TMP_PREFIX + version
     tmp = root / store.VERSIONS / tmp_name
     tmp.mkdir(parents=True)
-    np.save(tmp / store.EMBEDDINGS_FILE, vectors)
-    if ranked is not None:
-        np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
-    store.write_items(tmp / store.ITEMS_FILE, items)
-    if columns is not None:
-        write_columns(tmp / COLUMNS_DIR, columns)
-    faiss.write_index(index, str(tmp / store.INDEX_FILE))
-    atomic_write_json(tmp / store.REPORT_FILE, report)
-    atomic_write_json(tmp / store.MANIFEST, manifest)
-    verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
-    final = root / store.VERSIONS / version
-    os.rename(tmp, final)
+    try:
+        np.save(tmp / store.EMBEDDINGS_FILE, vectors)
+        if ranked is not None:
+            np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
+        store.write_items(tmp / store.ITEMS_FILE, items)
+        if columns is not None:
+            write_columns(tmp / COLUMNS_DIR, columns)
+        faiss.write_index(index, str(tmp / store.INDEX_FILE))
+        atomic_write_json(tmp / store.REPORT_FILE, report)
+        atomic_write_json(tmp / store.MANIFEST, manifest)
+        verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
+        final = root / store.VERSIONS / version
+        os.rename(tmp, final)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not keep a half-written version
+        if isinstance(exc, (RuntimeError, sqlite3.Error)) and not isinstance(exc, OutputError):
+            # faiss and sqlite report a failed write in their own ways (a full disk among them)
+            raise OSError(errno.EIO, f"cannot write version {version}: {exc}") from exc
+        raise
     return final
 
 

@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 
 from cir.index_store import rerank_search
+from indexer.config import BuildConfig
 from indexer.factory import PQ_M, build_index, choose_factory, exact_topk, ivf_nlist, recall_at_k
 from indexer.synthetic import synthetic_vectors
 
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads for building (default 2: this machine)")
     p.add_argument("--search-threads", type=int, default=1,
                    help="FAISS threads while timing single queries (default 1: a server runs queries side by side)")
-    p.add_argument("--flat-max", type=int, default=20_000, help="auto's exact-search limit (as cir index build)")
+    p.add_argument("--flat-max", type=int, default=BuildConfig.flat_max,
+                   help="auto's exact-search limit (as cir index build; default %(default)s)")
     p.add_argument("--max-memory-gb", type=float, default=None, help="auto's memory budget (default half the RAM)")
     p.add_argument("--json", action="store_true", help="print one final JSON line with every row")
     args = p.parse_args(argv)

@@ -43,6 +43,7 @@ from transformers import CLIPTokenizer
 
 from ann import latencies_ms
 from cir.index_store import EMBEDDINGS_FILE, ITEMS_FILE, IndexRoot, iter_items, rerank_search
+from indexer.config import BuildConfig
 from indexer.factory import BuiltIndex, build_index, choose_factory, exact_topk, recall_at_k
 from indexer.synthetic import synthetic_vectors
 from indexing import make_gallery
@@ -213,7 +214,7 @@ def compare_ann(python: Path, work: Path, args) -> list[dict]:
     faiss.omp_set_num_threads(args.threads)
     start, load = time.perf_counter(), [round(os.getloadavg()[0], 1)]
     x = np.load(emb_dir / "emb.npy")
-    built = build_index(x, choose_factory(len(x), x.shape[1]), recall_target=0.95)
+    built = build_index(x, choose_factory(len(x), x.shape[1], BuildConfig.flat_max), recall_target=0.95)
     seconds = time.perf_counter() - start
     load.append(round(os.getloadavg()[0], 1))
     rows.append({**search_row("cir (indexer.factory, auto)", built, seconds, x, q, truth, args), "build_load_1min": load})

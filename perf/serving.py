@@ -33,7 +33,7 @@ from cir.encoder import load_encoder
 from cir.index_store import load_version
 from cir.toyworld import generate_world
 from cir.search.engine import IndexState, Query, SearchEngine
-from training.toy_arch import ArchConfig, build_image_processor, build_model, build_tokenizer
+from training.toy.arch import ArchConfig, build_image_processor, build_model, build_tokenizer
 
 TEXTS = ["make it blue", "turn it into a star", "make it small and striped", "move it to the top left",
          "same shape but green", "a large red circle instead"]

@@ -15,7 +15,7 @@ It generates (or reuses, in --work) a textured training world and a textured eva
 with another seed (plus its plain twin), trains each variant in memory and prints CIRR R@1 and
 CIRCO mAP@10 (best Slerp alpha of a sweep, seen and held-out targets), the paired
 image-caption cosine on held-out training pairs, and plain-world CIRR R@1. The paper reports that
-tuning both towers or anchoring on images halves CIRCO mAP (METHOD.md section 3).
+tuning both towers or anchoring on images halves CIRCO mAP (docs/method.md, section 3).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from training.data import open_pairs
 from training.lora import select_targets, set_lora_train_mode, target_regex
 from training.loss import contrastive_loss, positives_matrix, resolve_positives
 from training.report import measure_gap
-from training.runtime import default_warmup, lr_factor, seed_everything
+from training.runtime import default_warmup, seed_everything, warmup_cosine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,7 @@ def train_variant(encoder, data: dict, plan: Plan, variant: Variant, args, mode:
     lr = args.full_lr if variant.vision == "full" else args.lr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warmup = default_warmup(args.steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, args.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, args.steps))
     set_lora_train_mode(model)
     t0, losses = time.perf_counter(), []
     for step in range(args.steps):

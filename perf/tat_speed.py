@@ -7,7 +7,7 @@ depend on the weights) and synthetic JPEG + caption WebDataset shards, then prin
 - compute-only images/s (pixels already on the device: forward, loss, backward, AdamW),
 - pipeline images/s of `cir train` (decode + preprocess in workers, the same step),
 - their ratio (below ~0.9 the data pipeline, not the GPU, is the bottleneck),
-- the share of the physical limit (METHOD.md: image-tower GFLOPs x ~2 for forward + input grads).
+- the share of the physical limit (docs/method.md section 6: image-tower GFLOPs x ~2 for forward + input grads).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from training.lora import add_lora, set_lora_train_mode
 from training.loop import micro_loss
 from training.distributed import DistInfo
 
-ARCHS = {  # width, layers, patch, image GFLOPs per 224 px image (METHOD.md section 7)
+ARCHS = {  # width, layers, patch, image GFLOPs per 224 px image (docs/method.md, section 6)
     "b32": (768, 12, 32, 8.8),
     "b16": (768, 12, 16, 35.0),
     "l14": (1024, 24, 14, 162.0),

@@ -5,7 +5,17 @@ Modules: settings (CIR_* env config), swap (index watcher / hot swap), api (rout
 (`cir serve`). The search engine itself (no HTTP) is the library's `cir.search`.
 """
 
-from service.app import create_app
-from service.settings import Settings
+from __future__ import annotations
 
-__all__ = ["Settings", "create_app"]
+import importlib
+
+# Loaded on first use (PEP 562): `cir serve --help` imports service.cli and service.settings,
+# which must not pull in FastAPI and torch with the app.
+_WHERE = {"create_app": "service.app", "Settings": "service.settings"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'service' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -6,13 +6,11 @@ import argparse
 import logging
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
-from service.server import uvicorn_config
+# Light imports only: the parser is built, and --help answered, before torch and FastAPI load.
+from cir.defaults import DEFAULT_ALPHA
 from service.settings import Settings
-from service.swap import unpublished_reason
 
 DESCRIPTION = """\
 Serve composed image retrieval over HTTP: POST /search (multipart: image(s) and/or reference_id(s),
@@ -57,7 +55,8 @@ OPTIONS = [
      "most connections and requests at once before answering 503 (default: no limit)"),
     ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
     ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
-    ("--default-alpha", "default_alpha", float, "text weight when a request gives none (default: manifest, else 0.8)"),
+    ("--default-alpha", "default_alpha", float,
+     f"text weight when a request gives none (default: manifest, else {DEFAULT_ALPHA})"),
     ("--default-fusion", "default_fusion", str, "fusion when a request gives none (default slerp)"),
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
@@ -97,16 +96,71 @@ def main(argv: list[str] | None = None) -> int:
     if settings.index is None:
         print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
         return 2
+    # Heavy (faiss, torch): the index check imports the service's loader, after parsing.
+    from service.swap import unpublished_reason  # noqa: PLC0415
+
     if not settings.wait_for_index and (reason := unpublished_reason(settings.index)):
         print(f"cir serve: error: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    return _serve(settings)
+
+
+class _StartupFailure(logging.Filter):
+    """Holds back what a failing start logs (uvicorn's traceback, the loader's error) until we know it.
+
+    A known failure (the index or model could not be loaded) then reads as one line; anything
+    else is logged as it came.
+    """
+
+    def __init__(self, server):
+        super().__init__()
+        self.server, self.held = server, []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.server.started:
+            return True
+        message = record.getMessage()
+        failing = (record.name == "uvicorn.error" and (message.startswith("Traceback")
+                                                        or message == "Application startup failed. Exiting.")) \
+            or (record.name.startswith("service.") and record.levelno >= logging.ERROR)
+        if failing:
+            self.held.append(record)
+        return not failing
+
+
+def _serve(settings: Settings) -> int:
+    # Heavy (torch, transformers, faiss, FastAPI): imported only once the settings are known to be good.
+    import uvicorn  # noqa: PLC0415
+
+    from service.app import create_app  # noqa: PLC0415
+    from service.server import uvicorn_config  # noqa: PLC0415
+
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    startup = _StartupFailure(server)
+    watched = [logging.getLogger("uvicorn.error"), *logging.getLogger().handlers]
+    for target in watched:
+        target.addFilter(startup)
     try:
         server.run()
-    except SystemExit as exc:  # uvicorn exits this way when the lifespan fails (index not loadable)
-        return int(exc.code or 1)
-    return 0 if server.started else 1
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it stopped on
+        print("cir serve: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
+    except SystemExit:  # uvicorn's way out of a failed lifespan: explained below
+        pass
+    finally:
+        for target in watched:
+            target.removeFilter(startup)
+    if server.started:
+        return 0
+    error = getattr(getattr(app.state, "manager", None), "last_error", None)
+    if error is None:  # not a failure we know: show what was logged
+        for record in startup.held:
+            logging.getLogger(record.name).handle(record)
+        return 1
+    print(f"cir serve: error: cannot start: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cir.fusion import FUSIONS
+from cir.defaults import FUSIONS
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 

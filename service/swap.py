@@ -53,6 +53,11 @@ def unpublished_reason(root: Path) -> str | None:
             "or pass --wait-for-index (CIR_WAIT_FOR_INDEX=1) to start unready and serve the first version published")
 
 
+# After a swap the old version stays open while queries still use it, and this much longer for
+# readers outside the engine (an /images lookup that picked the state just before the swap).
+RETIRE_GRACE_S = 2.0
+
+
 class IndexManager:
     """Owns the encoder, the engine and the index versions of one index root."""
 
@@ -73,6 +78,7 @@ class IndexManager:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._retiring: dict[asyncio.Task, IndexState] = {}
 
     @property
     def ready(self) -> bool:
@@ -99,8 +105,14 @@ class IndexManager:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for task, state in list(self._retiring.items()):
+            task.cancel()
+            state.index.close()
+        self._retiring.clear()
         if self.engine is not None:
             await self.engine.stop()
+            if self.engine.state is not None:
+                self.engine.state.index.close()
 
     async def _watch(self) -> None:
         last = None
@@ -136,13 +148,28 @@ class IndexManager:
                 return self._failed(version, running, error_text(exc), force)
             if self.engine is None:
                 await self._start_engine(state)
-            self.engine.swap(state)
+            old = self.engine.swap(state)
+            if old is not None:
+                self._retire(old)
             self.failed_version, self.last_error = None, None
             log.info("serving index version %s (%d items, loaded in %.2f s; was %s)",
                      version, state.count, time.perf_counter() - t0, running)
             if self.on_swap is not None:
                 self.on_swap(state)
             return ReloadOutcome("swapped", version, running)
+
+    def _retire(self, old: IndexState) -> None:
+        """Close a swapped-out version's index (its sqlite connection) once no query holds it."""
+        async def close_when_idle() -> None:
+            await asyncio.sleep(RETIRE_GRACE_S)
+            while self.engine.in_flight(old):
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(old.index.close)
+            log.info("closed index version %s", old.version)
+
+        task = asyncio.get_running_loop().create_task(close_when_idle(), name=f"cir-retire-{old.version}")
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     def _failed(self, version: str | None, running: str | None, error: str, force: bool) -> ReloadOutcome:
         """Keep the old version and remember why; log and count a failure once, not on every watcher check."""
@@ -158,6 +185,13 @@ class IndexManager:
     def _load(self, version: str) -> IndexState:
         """Load one version on a worker thread and check it fits the encoder (loading that first if needed)."""
         index = load_version(self.settings.index, version)
+        try:
+            return self._check(index, version)
+        except BaseException:
+            index.close()  # a refused version must not keep its files open
+            raise
+
+    def _check(self, index, version: str) -> IndexState:
         manifest = dict(index.manifest)
         if self.engine is None:
             self._pending_encoder = self._load_encoder(manifest)

@@ -1,4 +1,4 @@
-"""Each benchmark metric against hand-computed cases (METHOD.md section 4)."""
+"""Each benchmark metric against hand-computed cases (docs/method.md, section 4)."""
 
 from __future__ import annotations
 

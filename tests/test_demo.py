@@ -1,11 +1,16 @@
-"""`cir demo --no-serve`: the gallery manifest indexed with its fields; `--style textured` beside the plain demo."""
+"""`cir demo`: the gallery manifest indexed with its fields; the textured style beside the plain demo (its own
+world, TAT run and index); restarts reuse every step and mint no index version; Ctrl-C is one line."""
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 
 import pytest
+from cli_process import start_cli
 
+from cir import index_store as store
 from cir.index_store import load_version
 from cir.models import toy_model_dir
 from cir.toyworld import generate_world
@@ -42,10 +47,44 @@ def test_plain_and_textured_demos_do_not_mix(tmp_path, small_demos, capsys):
     assert "style" not in json.loads((tmp_path / "world" / "world.json").read_text())
     (tmp_path / "textured").mkdir()
     (tmp_path / "world").rename(tmp_path / "textured" / "world")  # a plain world where the textured one goes
-    assert demo.main([*args, "--style", "textured"]) == 1
+    assert demo.main([*args, "--style", "textured"]) == 2
     assert "holds a plain world, not textured" in capsys.readouterr().err
 
 
+def test_a_restarted_demo_reuses_everything_and_publishes_nothing(tmp_path, small_demos, capsys):
+    argv = ["--workdir", str(tmp_path / "demo"), "--no-tat", "--no-serve", "--gallery-size", "24"]
+    assert demo.main(argv) == 0
+    root = store.IndexRoot(tmp_path / "demo" / "index")
+    first = root.versions()
+    assert len(first) == 1
+    capsys.readouterr()
+    assert demo.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reusing" in out and "unchanged" in out
+    assert root.versions() == first and root.current_version() == first[0]
+
+
+def test_ctrl_c_in_the_demo_is_one_line(tmp_path):
+    proc = start_cli(["cir_cli.main", "demo", "--workdir", str(tmp_path / "demo"), "--no-tat", "--no-serve",
+                      "--gallery-size", "3000"], start_new_session=True)
+    started = threading.Event()
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("==> shapes world: generating"):
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(120), "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(60) == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("cir demo: interrupted; run it again to continue")
+    assert not list((tmp_path / "demo").glob(".world.tmp-*"))  # the half-written world is removed
 @pytest.mark.skipif(not (toy_model_dir() / "config.json").is_file(), reason="the toy model is not installed")
 def test_demo_indexes_the_manifest_with_the_five_fields(tmp_path, capsys):
     # A small world where the demo keeps it (the demo reuses it; its own has 4,000 training captions).

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from cir.index_store import rerank_search
+from cir.index_factory import factory_kind, parse_factory
+from indexer.config import BuildConfig
 from indexer.factory import build_index, choose_factory, estimate_bytes, exact_topk, ivf_nlist, recall_at_k
 from indexer.synthetic import synthetic_vectors
 
@@ -20,7 +22,7 @@ def data():
 
 
 def test_auto_choice():
-    assert choose_factory(1_000, 512) == "Flat"
+    assert choose_factory(1_000, 512, BuildConfig.flat_max) == "Flat"
     assert choose_factory(60_000, 512, flat_max=50_000, max_memory_gb=10) == "HNSW32"
     short = choose_factory(1_000_000, 512, flat_max=50_000, max_memory_gb=0.5)
     assert short.startswith("IVF") and "PQ" in short
@@ -61,3 +63,18 @@ def test_gpu_build_matches_cpu(data):
     gpu = build_index(x, "IVF256,Flat", use_gpu=True)
     assert gpu.on_gpu and gpu.recall_at_10 >= 0.95
     assert recall_at_k(gpu.index.search(q, 10)[1], truth) >= recall_at_k(cpu.index.search(q, 10)[1], truth) - 0.02
+
+
+def test_factory_strings_are_parsed_in_one_place():
+    assert parse_factory("Flat").kind == "Flat" and parse_factory("HNSW32,Flat").hnsw_m == 32
+    ivf = parse_factory("IVF4096,PQ64x4fs")
+    assert (ivf.kind, ivf.nlist, ivf.pq_m, ivf.pq_bits, ivf.fast_scan, ivf.pq) == ("IVF", 4096, 64, 4, True, True)
+    assert ivf.code_bytes(512) == 32 and parse_factory("IVF256,Flat").code_bytes(512) == 2048
+    assert parse_factory("IVF16,PQ8").pq_bits == 8
+    for bad in ("auto", "HNSW", "IVF,Flat", "IVF64,PQ", "PQ8", "Flat,IVF"):
+        with pytest.raises(ValueError, match="unsupported FAISS factory"):
+            parse_factory(bad)
+    assert factory_kind("IVF64,Flat") == "IVF" and factory_kind("something else") is None
+    assert estimate_bytes("IVF64,PQ16x4fs", 1000, 128) == 1000 * (8 + 8) + 64 * 128 * 4
+    with pytest.raises(ValueError, match="use auto, Flat, HNSW<M>"):
+        BuildConfig(gallery="g", model="toy", out="o", factory="IVF,PQ64")

@@ -51,7 +51,7 @@ def test_ray_stages_carry_naflex_pixels(tmp_path, tiny_siglip2_naflex_dir):
     encoder = load_encoder(str(tiny_siglip2_naflex_dir), device="cpu")
     blank = map_pixels(torch.zeros_like, encoder.preprocess(Image.new("RGB", (8, 8))))
     batch = decode_batch({"path": np.array([str(p) for p in paths]), "position": np.arange(len(paths))},
-                         encoder.preprocess, 10**7, blank)
+                         encoder.preprocess, 10**7, 2**26, blank)
     assert {"pixels.pixel_values", "pixels.pixel_attention_mask", "pixels.spatial_shapes"} <= set(batch)
     out = Embedder(str(tiny_siglip2_naflex_dir), None, "cpu", "auto")(batch)
     assert not any(k.startswith("pixels") for k in out)

@@ -54,7 +54,7 @@ def test_cli_build_folder(tmp_path, tiny_clip_dir, encoder, capsys):
     (gallery / "text.png").write_text("not an image")
     out = _cli_json(capsys, "build", "--gallery", str(gallery), "--model", str(tiny_clip_dir), "--out",
                     str(tmp_path / "root"), "--workers", "2", "--batch-size", "5", "--device", "cpu", "--json")
-    assert set(out) == {"version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s"}
+    assert set(out) == {"status", "version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s"}
     assert (out["count"], out["embedded"], out["reused"], out["skipped"]) == (12, 12, 0, 2)
     loaded = store.load_version(tmp_path / "root")
     assert loaded.version == out["version"] == store.IndexRoot(tmp_path / "root").current_version()
@@ -176,7 +176,7 @@ def test_current_changes_only_after_complete_build(tmp_path, tiny_clip_dir, enco
         with pytest.raises(BuildError, match="disk full"):
             build(config(gallery, tiny_clip_dir, root), encoder=encoder)
     assert store.IndexRoot(root).current_version() == first and store.IndexRoot(root).versions() == [first]
-    assert list((root / "versions").glob(".tmp-*"))  # the half-written version is left aside, unpublished
+    assert not list((root / "versions").glob(".tmp-*"))  # the half-written version is removed at once
     published = []
     real_publish = store.IndexRoot.publish
 
@@ -238,7 +238,8 @@ def test_bad_inputs_fail_cleanly(tmp_path, tiny_clip_dir, tiny_siglip_dir, encod
 def test_keep_prunes_old_versions(tmp_path, tiny_clip_dir, encoder):
     gallery, root = tmp_path / "g", tmp_path / "root"
     make_gallery(gallery, 3)
-    versions = [build(config(gallery, tiny_clip_dir, root, keep=2), encoder=encoder).version for _ in range(4)]
+    versions = [build(config(gallery, tiny_clip_dir, root, keep=2, force_new=True), encoder=encoder).version
+                for _ in range(4)]
     assert versions == sorted(versions) and len(set(versions)) == 4
     assert store.IndexRoot(root).versions() == versions[2:]
 

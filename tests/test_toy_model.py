@@ -12,14 +12,17 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-import training.toy_model as toy_model
+import training.toy.model as toy_model
+from cir.benchmarks import load_cirr, rank_gallery, recall_at_k
 from cir.encoder import load_encoder
 from cir.fusion import fuse
 from cir.models import state_dict_fingerprint, toy_model_dir
 from cir.toyworld import all_combinations, caption, describes, full_caption, generate_world, render, vocabulary
-from training.toy_arch import ArchConfig, pixels_from_uint8
-from training.toy_data import RenderPool, attr_codes, mention_codes, positives
-from training.toy_model import ToyTrainConfig, multi_positive_loss, train
+from training.loss import contrastive_loss
+from training.runtime import warmup_cosine
+from training.toy.arch import ArchConfig, pixels_from_uint8
+from training.toy.data import RenderPool, attr_codes, mention_codes, positives
+from training.toy.model import ToyTrainConfig, train
 
 FRESH_SEED = 12345  # neither the training seed (0) nor the documented evaluation seed (1)
 # Floors set from measurements of the shipped model on exactly these samples (docs/toy_model.md):
@@ -44,7 +47,7 @@ def test_toy_model_ships_inside_the_package():
                  "preprocessor_config.json", "training_info.json"):
         assert (path / name).is_file(), name
     info = json.loads((path / "training_info.json").read_text())
-    assert info["command"].startswith("python -m training.toy_model") and info["steps"] > 0
+    assert info["command"].startswith("python -m training.toy.model") and info["steps"] > 0
     assert "final_metrics" in info
     assert 5 <= (path / "model.safetensors").stat().st_size / 1e6 <= 20
 
@@ -78,28 +81,24 @@ def test_full_captions_retrieve_their_render_on_a_fresh_world(toy):
     images = [render(a, np.random.default_rng([FRESH_SEED, i])) for i, a in enumerate(combos)]
     rng = np.random.default_rng([FRESH_SEED, 1])
     texts = [full_caption(a, rng) for a in combos]
-    scores = toy.encode_texts(texts) @ toy.encode_images(images).T
-    ranks = (scores > np.diag(scores)[:, None]).sum(1)
-    recall10 = 100 * float(np.mean(ranks < 10))
+    tops, _ = rank_gallery(toy.encode_texts(texts), toy.encode_images(images), 10)
+    recall10 = recall_at_k([[str(i) for i in t] for t in tops], [str(i) for i in range(len(combos))], [10])[10]
     assert recall10 >= MIN_TEXT_TO_IMAGE_R10, f"text->image R@10 {recall10:.1f} < {MIN_TEXT_TO_IMAGE_R10}"
 
 
 def test_slerp_beats_image_and_text_only_on_a_fresh_world(toy, tmp_path):
     world = tmp_path / "w"
     generate_world(world, seed=FRESH_SEED, gallery_size=480, n_queries=300, n_captions=0)
-    split = json.loads((world / "cirr/image_splits/split.rc2.val.json").read_text())
-    names = list(split)
+    data = load_cirr(world / "cirr")
+    names = data.require_gallery()
     index = {n: i for i, n in enumerate(names)}
-    gallery = toy.encode_images([Image.open(world / "cirr" / split[n]).convert("RGB") for n in names])
-    queries = json.loads((world / "cirr/captions/cap.rc2.val.json").read_text())
-    v = gallery[[index[q["reference"]] for q in queries]]
-    w = toy.encode_texts([q["caption"] for q in queries])
+    gallery = toy.encode_images([Image.open(data.image_path(n)).convert("RGB") for n in names])
+    refs = [index[q.reference] for q in data.queries]
+    v, w = gallery[refs], toy.encode_texts([q.text for q in data.queries])
 
     def recall1(query):
-        scores = query @ gallery.T
-        for row, q in zip(scores, queries):
-            row[index[q["reference"]]] = -np.inf
-        return 100 * float(np.mean([names[r] == q["target_hard"] for r, q in zip(scores.argmax(1), queries)]))
+        tops, _ = rank_gallery(query, gallery, 1, exclude=refs)
+        return recall_at_k([[names[t[0]]] for t in tops], [q.target for q in data.queries], [1])[1]
 
     image, text, slerp = recall1(v), recall1(w), recall1(fuse("slerp", v, w, SLERP_ALPHA))
     assert slerp >= max(image, text) + MIN_SLERP_MARGIN, (image, text, slerp)
@@ -115,15 +114,25 @@ def test_vectorised_positives_match_describes():
     assert np.array_equal(fast, exact) and fast.diagonal().all()
 
 
-def test_multi_positive_loss_is_clip_loss_for_one_to_one_pairs():
+def test_the_shared_loss_is_clip_loss_for_one_to_one_pairs_and_learns_the_scale():
     g = torch.Generator().manual_seed(0)
     img = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
     txt = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
-    scale = torch.tensor(14.3)
+    scale = torch.tensor(14.3, requires_grad=True)  # the toy model learns its temperature through the loss
     logits = scale * img @ txt.T
     labels = torch.arange(6)
     clip = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    assert torch.allclose(multi_positive_loss(img, txt, scale, torch.eye(6, dtype=torch.bool)), clip)
+    loss = contrastive_loss(img, txt, torch.eye(6, dtype=torch.bool), scale)
+    assert torch.allclose(loss, clip)
+    loss.backward()
+    assert scale.grad is not None and torch.isfinite(scale.grad)
+
+
+def test_the_shared_schedule_warms_up_then_decays_to_zero():
+    lrs = [warmup_cosine(s, 4, 20, peak=2e-3) for s in range(20)]
+    assert lrs[:4] == [2e-3 * (s + 1) / 4 for s in range(4)] and lrs[3] == lrs[4] == 2e-3
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and 0 < lrs[-1] < 1e-4
+    assert warmup_cosine(20, 4, 20) == 0.0 and warmup_cosine(0, 0, 10) == 1.0
 
 
 def test_training_is_deterministic_and_never_sees_heldout(tmp_path):

@@ -129,10 +129,11 @@ def test_cli_errors_leave_nothing_behind(make_config, tat_world, tmp_path, capsy
     assert code == 2 and "no image-caption pairs" in err and not (tmp_path / "o1").exists()
     code, err = _run_cli(base + ["--data", cfg.data, "--out", str(tmp_path / "o2"), "--model", str(tmp_path / "nope")],
                          capsys)
-    assert code == 2 and "error" in err and not (tmp_path / "o2").exists()
+    assert code == 2 and "no local folder or known model named" in err and "no such folder" in err
+    assert not (tmp_path / "o2").exists()
     code, err = _run_cli(base + ["--data", cfg.data, "--out", str(tmp_path / "o3"), "--model", "no-such/model-xyz"],
                          capsys)
-    assert code == 2 and "cannot load model" in err
+    assert code == 2 and "no local folder or known model named 'no-such/model-xyz'" in err and "cache" in err
 
     out = tmp_path / "run"
     assert _run_cli(base + ["--data", cfg.data, "--out", str(out)], capsys)[0] == 0

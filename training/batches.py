@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cir.workers import iterate, worker_init
 from training.data import BadImage, PairSource
 
 log = logging.getLogger(__name__)
@@ -102,17 +103,14 @@ class PairBatches(Dataset):
                 "slots": len(indices)}
 
 
-def _quiet_worker(_worker_id: int) -> None:
-    # The main process owns shutdown: a Ctrl-C reaching the workers would kill them mid-batch
-    # before the main process can write its checkpoint.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def make_loader(dataset, keys: range, workers: int, pin_memory: bool = False) -> Iterator[dict]:
+    """Iterate dataset[k] for k in keys, in order, prefetched by DataLoader worker processes.
 
-
-def make_loader(dataset: PairBatches, keys: range, workers: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader yielding dataset[k] for k in keys, in order, prefetched by worker processes."""
+    The workers ignore SIGINT/SIGTERM (the main process checkpoints first) and die with it.
+    """
     # Its own generator: creating the iterator must not draw from the global RNG that LoRA dropout
     # uses, or a resumed run (which creates one more iterator) would drift from an uninterrupted one.
-    return DataLoader(dataset, batch_size=None, sampler=list(keys), num_workers=workers,
-                      worker_init_fn=_quiet_worker if workers else None, pin_memory=pin_memory,
-                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
+    return iterate(DataLoader(dataset, batch_size=None, sampler=list(keys), num_workers=workers,
+                              worker_init_fn=worker_init() if workers else None, pin_memory=pin_memory,
+                              prefetch_factor=4 if workers else None,
+                              generator=torch.Generator().manual_seed(0)))

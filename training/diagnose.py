@@ -12,34 +12,37 @@ which only moves the image tower, cannot fix that.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from cir.benchmarks.cirr import load_cirr
+from cir.benchmarks.data import BenchmarkData
+from cir.benchmarks.ranking import rank_gallery
 from cir.encoder import load_encoder
 from cir.fusion import fuse
 from cir.images import decode_image
+from cir.io import iter_jsonl
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "pattern")
 
 
-def _load(world: Path) -> tuple[list[str], dict[str, Path], list[dict]]:
-    split = json.loads((world / "cirr" / "image_splits" / "split.rc2.val.json").read_text())
-    names = sorted(split)
-    queries = [json.loads(line) for line in (world / "queries.jsonl").read_text().splitlines() if line.strip()]
-    return names, {n: world / "cirr" / split[n] for n in names}, queries
+def _load(world: Path) -> tuple[BenchmarkData, list[dict]]:
+    data = load_cirr(world / "cirr", "val")
+    side = {str(q["pairid"]): q for _, q in iter_jsonl(world / "queries.jsonl")}
+    return data, [side[q.qid] for q in data.queries]
 
 
-def top1_hits(encoder, names: list[str], files: dict[str, Path], queries: list[dict], alpha: float) -> np.ndarray:
-    """Whether each query's top-ranked gallery image (reference removed) is its target."""
-    gallery = encoder.encode_images([decode_image(files[n]) for n in names])
+def top1_hits(encoder, data: BenchmarkData, alpha: float) -> np.ndarray:
+    """Whether each query's top-ranked gallery image (reference removed) is its target (cir.benchmarks' ranking)."""
+    names = data.require_gallery()
+    gallery = encoder.encode_images([decode_image(data.image_path(n)) for n in names])
     row = {n: i for i, n in enumerate(names)}
-    refs = np.array([row[q["reference"]] for q in queries])
-    scores = fuse("slerp", gallery[refs], encoder.encode_texts([q["caption"] for q in queries]), alpha) @ gallery.T
-    scores[np.arange(len(queries)), refs] = -np.inf
-    return np.array([names[t] == q["target"] for t, q in zip(scores.argmax(1), queries)])
+    refs = [row[q.reference] for q in data.queries]
+    composed = fuse("slerp", gallery[refs], encoder.encode_texts([q.text for q in data.queries]), alpha)
+    tops, _ = rank_gallery(composed, gallery, 1, exclude=refs)
+    return np.array([names[t[0]] == q.target for t, q in zip(tops, data.queries)])
 
 
 def breakdown(hits: np.ndarray, queries: list[dict]) -> dict[str, tuple[float, int]]:
@@ -73,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.world / "queries.jsonl").is_file():
         print(f"{args.world} is not a shapes world (no queries.jsonl)", file=sys.stderr)
         return 2
-    names, files, queries = _load(args.world)
+    data, queries = _load(args.world)
     columns = {}
     for adapter in [None, *args.adapter]:
         encoder = load_encoder(args.model, adapter=adapter, device="cpu")
-        hits = top1_hits(encoder, names, files, queries, args.alpha)
+        hits = top1_hits(encoder, data, args.alpha)
         columns[Path(adapter).name if adapter else "base"] = breakdown(hits, queries)
     groups = list(next(iter(columns.values())))
     print("| group | queries | " + " | ".join(columns) + " |")

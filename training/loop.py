@@ -26,7 +26,7 @@ from training.config import TrainConfig
 from training.job import REPORT_FILE, Job, build_job, finish, start
 from training.lora import add_lora, parameter_counts, set_lora_train_mode, trainable_parameters
 from training.loss import contrastive_loss, positives_matrix
-from training.runtime import RunState, StopFlag, TrainLog, lr_factor, seed_everything
+from training.runtime import RunState, StopFlag, TrainLog, seed_everything, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def _run_steps(job: Job, state: RunState, stop: StopFlag, on_step=None) -> bool:
     cfg, info = job.cfg, job.info
     params = list(trainable_parameters(job.model).values())
     dataset = PairBatches(job.source, job.encoder.preprocess, job.plan.local_batch)
-    loader = iter(make_loader(dataset, range(state.step * cfg.grad_accum, job.micro_end), cfg.workers,
-                              pin_memory=job.encoder.device.type == "cuda"))
+    loader = make_loader(dataset, range(state.step * cfg.grad_accum, job.micro_end), cfg.workers,
+                         pin_memory=job.encoder.device.type == "cuda")
     train_log = TrainLog(job.out, cfg.log_every, info.main)
     bar = tqdm(total=job.steps, initial=state.step, desc="tat", unit="step",
                disable=not (cfg.progress and info.main), dynamic_ncols=True)
@@ -159,7 +159,7 @@ def _prepare_model(job: Job, saved: dict | None) -> RunState:
     job.model = add_lora(job.encoder.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     params = list(trainable_parameters(job.model).values())
     job.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    job.scheduler = torch.optim.lr_scheduler.LambdaLR(job.optimizer, lambda s: lr_factor(s, job.warmup, job.steps))
+    job.scheduler = torch.optim.lr_scheduler.LambdaLR(job.optimizer, lambda s: warmup_cosine(s, job.warmup, job.steps))
     seed_everything(cfg.seed + info.rank)  # LoRA dropout differs per rank
     return _restore(job, saved) if saved else RunState()
 

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 import cir.benchmarks
+from cir.benchmarks.gap import modality_gap
 from training.batches import Chunks, PairBatches, make_loader
 from training.data import PairSource
 
@@ -32,22 +33,11 @@ def embed_pairs(encoder, source: PairSource, indices: np.ndarray, batch_size: in
     return np.concatenate(images), np.concatenate(texts), failed
 
 
-def modality_gap(images: np.ndarray, texts: np.ndarray) -> dict:
-    """Paired cosine, mean cosine of unpaired image-caption combinations, and the centroid distance."""
-    n = len(images)
-    if n == 0:
-        return {"pairs": 0}
-    sims = images @ texts.T
-    paired = float(np.mean(np.diag(sims)))
-    unpaired = float((sims.sum() - np.trace(sims)) / max(n * n - n, 1))
-    return {"pairs": n, "paired_cosine": round(paired, 5), "unpaired_cosine": round(unpaired, 5),
-            "centroid_distance": round(float(np.linalg.norm(images.mean(0) - texts.mean(0))), 5)}
-
-
 def measure_gap(encoder, source: PairSource, indices: np.ndarray, batch_size: int, workers: int) -> dict:
     """The modality gap of an encoder on held-out pairs (with the number of unreadable images)."""
     images, texts, failed = embed_pairs(encoder, source, indices, batch_size, workers)
-    return {**modality_gap(images, texts), "skipped_images": failed}
+    gap = {k: round(v, 5) if isinstance(v, float) else v for k, v in modality_gap(images, texts).items()}
+    return {**gap, "skipped_images": failed}
 
 
 def _recalls(results: dict) -> dict:

@@ -83,12 +83,17 @@ def default_warmup(steps: int) -> int:
     return round(WARMUP_SHARE * steps)
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
+def warmup_cosine(step: int, warmup: int, total: int, peak: float = 1.0) -> float:
+    """The one LR schedule (TAT job and toy trainer): linear warmup to `peak`, then cosine decay to 0.
+
+    Step s < warmup gets peak * (s + 1) / warmup (the peak at step warmup - 1); later steps
+    follow peak * (1 + cos(pi * (s - warmup) / (total - warmup))) / 2. With peak 1 it is a
+    factor for LambdaLR; the toy trainer passes its learning rate as the peak.
+    """
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def seed_everything(seed: int) -> None:

@@ -8,22 +8,39 @@ Loaders parse annotations without opening images; images are checked and embedde
 `cir.pipeline.embed_image_files`, cached by encoder fingerprint) only when evaluating.
 """
 
-from cir.benchmarks.circo import load_circo
-from cir.benchmarks.cirr import load_cirr
-from cir.benchmarks.data import (BENCHMARKS, DEFAULT_ALPHA, SPLITS, TOP_K, BenchmarkData, BenchmarkError,
-                                 CIRQuery, MissingImagesError)
-from cir.benchmarks.fashioniq import CATEGORIES, join_captions, load_fashioniq
-from cir.benchmarks.gallery_cache import GalleryCache, default_cache_dir
-from cir.benchmarks.loaders import load_benchmark, world_heldout
-from cir.benchmarks.metrics import (circo_average_precision, circo_metrics, cirr_metrics, cirr_subset_ranking,
-                                    fashioniq_metrics, recall_at_k, remove_reference)
-from cir.benchmarks.ranking import rank_gallery, stable_topk
-from cir.benchmarks.runner import EvalConfig, EvalRun, PartRun, evaluate, fusion_key, run_evaluation
+from __future__ import annotations
 
-__all__ = [
-    "BENCHMARKS", "CATEGORIES", "DEFAULT_ALPHA", "SPLITS", "TOP_K", "BenchmarkData", "BenchmarkError", "CIRQuery",
-    "EvalConfig", "EvalRun", "GalleryCache", "MissingImagesError", "PartRun", "circo_average_precision",
-    "circo_metrics", "cirr_metrics", "cirr_subset_ranking", "default_cache_dir", "evaluate", "fashioniq_metrics",
-    "fusion_key", "join_captions", "load_benchmark", "load_circo", "load_cirr", "load_fashioniq", "rank_gallery",
-    "recall_at_k", "remove_reference", "run_evaluation", "stable_topk", "world_heldout",
-]
+import importlib
+
+# Each public name and the submodule that defines it. Names load on first use (PEP 562), so that
+# importing a light submodule (data, config) for a CLI's parser does not pull torch in with the
+# ranking and embedding modules.
+_EXPORTS = {
+    "circo": ("load_circo",),
+    "cirr": ("load_cirr",),
+    "config": ("EvalConfig", "EvalRun", "PartRun", "fusion_key", "normalize_fusions"),
+    "data": ("BENCHMARKS", "DEFAULT_ALPHA", "SPLITS", "TOP_K", "BenchmarkData", "BenchmarkError", "CIRQuery",
+             "MissingImagesError", "default_cache_dir"),
+    "fashioniq": ("CATEGORIES", "join_captions", "load_fashioniq"),
+    "gallery_cache": ("GalleryCache",),
+    "gap": ("modality_gap",),
+    "loaders": ("load_benchmark", "world_heldout"),
+    "metrics": ("circo_average_precision", "circo_metrics", "cirr_metrics", "cirr_subset_ranking",
+                "fashioniq_metrics", "recall_at_k", "remove_reference"),
+    "ranking": ("rank_gallery", "stable_topk"),
+    "runner": ("evaluate", "run_evaluation"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'cir.benchmarks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cir.benchmarks.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

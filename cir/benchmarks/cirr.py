@@ -2,7 +2,7 @@
 
 The split file maps each image name to a path like "./dev/<name>.png". The official layout
 keeps those folders under `img_raw/`; CLIP4Cir/SEARLE put them beside `cirr/`; the shapes
-world puts them beside `captions/`. All three are found. Ranking rules (METHOD.md section 4):
+world puts them beside `captions/`. All three are found. Ranking rules (docs/method.md, section 4):
 the whole split's images are the gallery and the reference is removed from each ranking.
 """
 

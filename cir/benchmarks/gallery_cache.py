@@ -39,12 +39,6 @@ class GalleryEmbeddings:
     embedded_shards: int = 0
 
 
-def default_cache_dir() -> Path:
-    """$CIR_CACHE_DIR/eval-gallery, else ~/.cache/cir/eval-gallery."""
-    base = os.environ.get("CIR_CACHE_DIR") or Path.home() / ".cache" / "cir"
-    return Path(base) / "eval-gallery"
-
-
 def encoder_key(encoder) -> str:
     """What besides the files decides an embedding: weights, autocast dtype and preprocessing."""
     processor = getattr(encoder.preprocess, "processor", encoder.preprocess)

@@ -1,4 +1,4 @@
-"""The benchmarks' metrics, exactly as their own evaluation code computes them (METHOD.md section 4).
+"""The benchmarks' metrics, exactly as their own evaluation code computes them (docs/method.md, section 4).
 
 Every function takes rankings as lists of gallery ids (best first) and returns percentages
 (x100). Pure Python/numpy, so each can be checked against hand-computed cases.

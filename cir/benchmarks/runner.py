@@ -13,112 +13,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from cir.benchmarks.data import BENCHMARKS, TOP_K, BenchmarkData, MissingImagesError, check_split
-from cir.benchmarks.fashioniq import check_categories, single_index
+from cir.benchmarks.config import (
+    EvalConfig,
+    EvalRun,
+    PartRun,
+    fusion_key,
+    normalize_fusions,
+)
+from cir.benchmarks.data import BenchmarkData, MissingImagesError
+from cir.benchmarks.fashioniq import single_index
 from cir.benchmarks.gallery_cache import GalleryCache
 from cir.benchmarks.loaders import load_benchmark
 from cir.benchmarks.ranking import rank_gallery
 from cir.benchmarks.scoring import group_report, score_parts
 from cir.columns import build_columns, describe
 from cir.filters import parse_filter
-from cir.fusion import DEFAULT_ALPHA, FUSIONS, fuse, l2_normalize
+from cir.fusion import DEFAULT_ALPHA, fuse, l2_normalize
 from cir.metadata import infer_types
 
 log = logging.getLogger(__name__)
-
-CAPTION_ORDERS = ("forward", "both")
-
-
-def fusion_key(name: str, alpha: float) -> str:
-    """The results key of a fusion: '<name>@<alpha:.2f>' (image is always @0.00, text @1.00)."""
-    return f"{name}@{alpha:.2f}"
-
-
-def normalize_fusions(fusions: Iterable[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
-    """Validate (name, alpha) pairs, pin image/text to alpha 0/1 and drop duplicates, keeping order."""
-    out: dict[str, tuple[str, float]] = {}
-    for name, alpha in fusions:
-        if name not in FUSIONS:
-            raise ValueError(f"unknown fusion {name!r}; choose from {', '.join(FUSIONS)}")
-        alpha = {"image": 0.0, "text": 1.0}.get(name, float(alpha))
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the text weight) must lie in [0, 1], got {alpha}")
-        out.setdefault(fusion_key(name, alpha), (name, round(alpha, 6)))
-    if not out:
-        raise ValueError("at least one fusion is needed")
-    return tuple(out.values())
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """What to evaluate and how; validated on construction."""
-
-    benchmark: str
-    root: Path
-    split: str = "val"
-    fusions: tuple[tuple[str, float], ...] = (("slerp", DEFAULT_ALPHA),)
-    batch_size: int = 64
-    workers: int = 2
-    cache_dir: Path | None = None
-    skip_missing: bool = False
-    categories: tuple[str, ...] | None = None
-    caption_order: str = "forward"
-    top_k: int = TOP_K
-    progress: bool = True
-    single_index: bool = False
-
-    def __post_init__(self):
-        if self.benchmark not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {self.benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-        check_split(self.split)
-        object.__setattr__(self, "root", Path(self.root).expanduser())
-        object.__setattr__(self, "fusions", normalize_fusions(self.fusions))
-        if self.batch_size < 1 or self.workers < 0 or self.top_k < 1:
-            raise ValueError("batch_size and top_k must be >= 1 and workers >= 0")
-        if self.caption_order not in CAPTION_ORDERS:
-            raise ValueError(f"caption_order must be one of {', '.join(CAPTION_ORDERS)}")
-        if self.categories is not None:
-            if self.benchmark != "fashioniq":
-                raise ValueError("categories apply to fashioniq only")
-            object.__setattr__(self, "categories", check_categories(self.categories))
-        if self.single_index and self.benchmark != "fashioniq":
-            raise ValueError("single_index applies to fashioniq only")
-
-    @property
-    def keys(self) -> list[str]:
-        """The results keys, in request order."""
-        return [fusion_key(n, a) for n, a in self.fusions]
-
-
-@dataclass
-class PartRun:
-    """One part's evaluated queries and, per fusion key, each query's top-k and subset ranking."""
-
-    data: BenchmarkData
-    gallery_size: int
-    rankings: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    subsets: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    missing: list[tuple[str, str]] = field(default_factory=list)
-    truncated_texts: int = 0
-
-
-@dataclass
-class EvalRun:
-    """Everything one evaluation produced: the report dict (evaluate's return value) and the rankings."""
-
-    config: EvalConfig
-    report: dict
-    parts: list[PartRun]
-
-
 def _find_missing(data: BenchmarkData, ids: Sequence[str]) -> list[tuple[str, str]]:
     return [(i, str(data.image_path(i))) for i in ids if not data.image_path(i).is_file()]
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
+from cir.benchmarks.config import PartRun
 from cir.benchmarks.data import CIRQuery
 from cir.benchmarks.loaders import world_heldout
 from cir.benchmarks.metrics import circo_metrics, cirr_metrics, fashioniq_metrics
-
-if TYPE_CHECKING:
-    from cir.benchmarks.runner import PartRun
 
 GROUPS = ("seen", "heldout")
 DECIMALS = 4  # of a percentage: far below one query in any benchmark
 
 
-def _part_metrics(benchmark: str, run: "PartRun", key: str, queries: Sequence[CIRQuery]) -> dict[str, float]:
+def _part_metrics(benchmark: str, run: PartRun, key: str, queries: Sequence[CIRQuery]) -> dict[str, float]:
     ranks = [run.rankings[key][q.qid] for q in queries]
     if benchmark == "cirr":
         subsets = [run.subsets[key][q.qid] for q in queries]
@@ -26,8 +24,8 @@ def _part_metrics(benchmark: str, run: "PartRun", key: str, queries: Sequence[CI
     return fashioniq_metrics({run.data.part: (ranks, [q.target for q in queries])})
 
 
-def _score(benchmark: str, parts: list["PartRun"], keys: list[str],
-           select: Callable[["PartRun"], list[CIRQuery]]) -> dict[str, dict[str, float]]:
+def _score(benchmark: str, parts: list[PartRun], keys: list[str],
+           select: Callable[[PartRun], list[CIRQuery]]) -> dict[str, dict[str, float]]:
     chosen = [(p, select(p)) for p in parts]
     chosen = [(p, qs) for p, qs in chosen if qs and p.data.has_targets]
     if not chosen:
@@ -44,12 +42,12 @@ def _score(benchmark: str, parts: list["PartRun"], keys: list[str],
     return out
 
 
-def score_parts(benchmark: str, parts: list["PartRun"], keys: list[str]) -> dict[str, dict[str, float]]:
+def score_parts(benchmark: str, parts: list[PartRun], keys: list[str]) -> dict[str, dict[str, float]]:
     """Metrics (x100) per fusion key over every evaluated query; empty dicts on test splits."""
     return _score(benchmark, parts, keys, lambda p: p.data.queries)
 
 
-def group_report(benchmark: str, parts: list["PartRun"], keys: list[str]) -> tuple[dict, dict] | None:
+def group_report(benchmark: str, parts: list[PartRun], keys: list[str]) -> tuple[dict, dict] | None:
     """Shapes-world metrics split into seen and held-out target combinations, with query counts."""
     if len(parts) != 1:
         return None

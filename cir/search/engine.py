@@ -5,14 +5,17 @@ encodes and index searches are each gathered across concurrent callers) or, when
 query in flight, as `search_sync` on the model thread; `search_sync` runs the steps directly,
 one query at a time, and is the exact reference the batched path is compared against. The
 loaded index is an immutable `IndexState` read once per query, so a hot swap (`swap`) never
-changes the index under a query in flight.
+changes the index under a query in flight, and counts the queries holding each state so the
+service closes a retired one only once none does (`in_flight`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -67,6 +70,9 @@ class SearchEngine:
         self._state: IndexState | None = None
         self._on_batch = on_batch
         self._in_flight = 0  # queries inside search() (event-loop thread only)
+        # queries in flight per index state: a swapped-out state is closed only once none holds it
+        self._holds: Counter[int] = Counter()
+        self._holds_lock = threading.Lock()
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="cir-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-model")
         self._search_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-search")
@@ -84,6 +90,17 @@ class SearchEngine:
         """Make `state` current (one reference assignment: atomic); return the previous one."""
         old, self._state = self._state, state
         return old
+
+    def in_flight(self, state: IndexState) -> int:
+        """How many queries are running against `state` (a retired state may close when 0)."""
+        with self._holds_lock:
+            return self._holds[id(state)]
+
+    def _release(self, state: IndexState) -> None:
+        with self._holds_lock:
+            self._holds[id(state)] -= 1
+            if self._holds[id(state)] <= 0:
+                del self._holds[id(state)]
 
     def alpha_for(self, state: IndexState | None) -> float:
         """The text weight used when a query gives none: config, then manifest, then DEFAULT_ALPHA."""
@@ -183,6 +200,8 @@ class SearchEngine:
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         # Checked against this version's fields before any encoding: a bad filter fails fast.
         bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
+        with self._holds_lock:  # released by the caller when the query ends
+            self._holds[id(state)] += 1
         return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
                     q.text if need_text else None, tuple(q.negative_texts))
 
@@ -228,14 +247,17 @@ class SearchEngine:
     async def _search_batched(self, q: Query) -> SearchResult:
         t0 = time.perf_counter()
         plan = self._begin(q)
-        # Announce each item this query will bring to a batcher, so batchers wait for it (and only for it).
-        tickets = {"images": [self._images.expect() for _ in plan.uploads],
-                   "texts": [self._texts.expect() for _ in plan.texts], "search": [self._searches.expect()]}
+        tickets: dict[str, list] = {"images": [], "texts": [], "search": []}
         try:
+            # Announce each item this query will bring to a batcher, so batchers wait for it (and only for it).
+            tickets["images"] = [self._images.expect() for _ in plan.uploads]
+            tickets["texts"] = [self._texts.expect() for _ in plan.texts]
+            tickets["search"] = [self._searches.expect()]
             return await self._search(q, plan, tickets, t0)
         finally:
             for ticket in (t for group in tickets.values() for t in group):
                 ticket.close()
+            self._release(plan.state)
 
     async def _search(self, q: Query, plan: Plan, tickets: dict, t0: float) -> SearchResult:
         timings = dict.fromkeys(STAGES, 0.0)
@@ -273,6 +295,12 @@ class SearchEngine:
         """The same query, step by step on the calling thread: no batching, no threads."""
         t0 = time.perf_counter()
         plan = self._begin(q)
+        try:
+            return self._run_sync(q, plan, t0)
+        finally:
+            self._release(plan.state)
+
+    def _run_sync(self, q: Query, plan: Plan, t0: float) -> SearchResult:
         timings = dict.fromkeys(STAGES, 0.0)
         refs = []
         for data in plan.uploads:

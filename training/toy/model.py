@@ -1,9 +1,10 @@
 """Train the built-in toy CLIP from scratch on the shapes world (the `toy` model shipped in cir/assets/toy).
 
-    python -m training.toy_model --out cir/assets/toy --seed 0
+    python -m training.toy.model --out cir/assets/toy --seed 0
 
 Symmetric contrastive loss with a learned temperature, multi-positive: a partial caption is a
-positive for every image in the batch it truly describes. Held-out combinations are never
+positive for every image in the batch it truly describes (training.loss, the TAT job's loss;
+warmup and cosine decay by training.runtime.warmup_cosine, the TAT job's schedule). Held-out combinations are never
 rendered for training. Deterministic for a seed on a fixed thread count; resumable from the
 checkpoint it writes every --checkpoint-every steps.
 """
@@ -22,17 +23,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from tqdm import tqdm
 
 from cir.fusion import l2_normalize
 from cir.toyworld import ATTRIBUTES, all_combinations, is_heldout, render_array
 from cir.toyworld.layouts import write_json
-from training.toy_arch import ArchConfig, build_model, build_tokenizer, pixels_from_uint8
-from training.toy_checkpoint import resume, save_checkpoint, save_package
-from training.toy_data import RenderPool
-from training.toy_report import best_alpha, evaluate, format_report, zero_shot_prompts
+from training.loss import contrastive_loss
+from training.runtime import warmup_cosine
+from training.toy.arch import ArchConfig, build_model, build_tokenizer, pixels_from_uint8
+from training.toy.checkpoint import resume, save_checkpoint, save_package
+from training.toy.data import RenderPool
+from training.toy.report import best_alpha, evaluate, format_report, zero_shot_prompts
 
 log = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp; transformers does not apply it
@@ -54,7 +56,7 @@ class ToyTrainConfig:
     renders_per_combo: int = 48
     probe_every: int = 250
     checkpoint_every: int = 500
-    checkpoint_dir: str = "runs/toy_model"
+    checkpoint_dir: str = "runs/toy_model"  # (the folder name predates the training.toy package)
     threads: int = 1
     device: str = "cpu"
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -66,24 +68,6 @@ class ToyTrainConfig:
             raise ValueError("lr must lie in (0, 1); warmup and weight_decay must be >= 0")
         if self.threads < 1 or self.probe_every < 1 or self.checkpoint_every < 1:
             raise ValueError("threads, probe_every and checkpoint_every must be >= 1")
-
-
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
-                        pos: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE whose targets spread evenly over all true pairs (plain CLIP when pos = I)."""
-    logits = scale * img @ txt.T
-    target = pos.float()
-    i2t = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
-    t2i = -(target.T / target.T.sum(1, keepdim=True) * F.log_softmax(logits.T, 1)).sum(1).mean()
-    return (i2t + t2i) / 2
-
-
-def lr_at(step: int, cfg: ToyTrainConfig) -> float:
-    """Linear warmup, then cosine decay to zero."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: ToyTrainConfig) -> torch.optim.AdamW:
@@ -160,13 +144,14 @@ def _train(cfg: ToyTrainConfig, progress: bool) -> tuple[torch.nn.Module, object
     bar = tqdm(range(start, cfg.steps), desc="toy CLIP", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = warmup_cosine(step, cfg.warmup, cfg.steps, cfg.lr)
         batch = pool.sample(cfg.batch_size, rng)
         tokens = tokenizer(batch.captions, padding=True, return_tensors="pt").to(cfg.device)
         pixels = pixels_from_uint8(batch.images).to(cfg.device)
         img = l2_normalize(model.get_image_features(pixel_values=pixels).pooler_output)
         txt = l2_normalize(model.get_text_features(**tokens).pooler_output)
-        loss = multi_positive_loss(img, txt, model.logit_scale.exp(), batch.positives.to(cfg.device))
+        # batch.positives is [image, caption]; the loss takes [caption, image]
+        loss = contrastive_loss(img, txt, batch.positives.T, model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -205,7 +190,7 @@ def summary(report: dict) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the toy-model trainer (defaults are the committed recipe)."""
     d, a = ToyTrainConfig(), ArchConfig()
-    p = argparse.ArgumentParser(prog="python -m training.toy_model", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.toy.model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=d.out, help=f"model directory to write (default {d.out})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"training seed (default {d.seed})")
@@ -250,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = _config_from(args)
     except ValueError as exc:
-        print(f"toy_model: error: {exc}", file=sys.stderr)
+        print(f"training.toy.model: error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     model, tokenizer, curve, sec_per_step = train(cfg, progress=not args.quiet)
@@ -258,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.out)
     save_package(model, tokenizer, cfg.arch.image_size, out)
     info = {
-        "command": "python -m training.toy_model " + " ".join(argv), "seed": cfg.seed, "steps": cfg.steps,
+        "command": "python -m training.toy.model " + " ".join(argv), "seed": cfg.seed, "steps": cfg.steps,
         "config": dataclasses.asdict(cfg), "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sec_per_step, 3),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -269,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_eval:
         report = evaluate(str(out), seed=args.eval_seed)
         print(format_report(report))
-        info["eval_command"] = f"python -m training.toy_report --model {cfg.out} --seed {args.eval_seed}"
+        info["eval_command"] = f"python -m training.toy.report --model {cfg.out} --seed {args.eval_seed}"
         info["final_metrics"] = {"eval_seed": args.eval_seed, **summary(report)}
     write_json(out / "training_info.json", info, indent=2)
     print(f"wrote {out} ({info['weights_mb']} MB) in {train_s / 60:.1f} min, {sec_per_step:.3f} s/step")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cir.io import replace_dir
-from training.toy_arch import build_image_processor
+from cir.io import make_temp_dir, replace_dir, restore_mode
+from training.toy.arch import build_image_processor
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +54,10 @@ def save_package(model, tokenizer, image_size: int, out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
         raise FileExistsError(f"{out} is not empty and holds no model; refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     build_image_processor(image_size).save_pretrained(tmp)
-    tmp.chmod(0o755)  # mkdtemp makes it private; the package data must be world-readable
     for f in tmp.iterdir():
-        f.chmod(0o644)
+        restore_mode(f)  # the package data must be readable by other users (safetensors writes 0600)
     replace_dir(tmp, out)

@@ -1,9 +1,11 @@
 """Measure the mechanism on a fresh shapes world: zero-shot attributes, composed retrieval, modality gap.
 
-`python -m training.toy_report --model cir/assets/toy --seed 1` generates a world with a seed
+`python -m training.toy.report --model cir/assets/toy --seed 1` generates a world with a seed
 the model never trained on, reads its CIRR files, and reports: zero-shot accuracy per attribute,
 image-only / text-only / linear / Slerp Recall@K over alphas (all, seen and held-out targets),
 full-caption text-to-image recall, and the modality gap (paired cosine, centroid distance).
+Loading, ranking (one tie rule: the earlier gallery image first), Recall@K and the gap are
+cir.benchmarks', exactly as `cir eval` computes them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from cir.benchmarks.cirr import load_cirr
+from cir.benchmarks.data import BenchmarkData, CIRQuery
+from cir.benchmarks.gap import modality_gap
+from cir.benchmarks.metrics import cirr_metrics, recall_at_k
+from cir.benchmarks.ranking import rank_gallery
 from cir.encoder import Encoder, load_encoder
 from cir.fusion import fuse
+from cir.images import decode_image
+from cir.io import iter_jsonl
 from cir.toyworld import ATTRIBUTES, full_caption, generate_world, is_heldout, to_attrs, words
 
 log = logging.getLogger(__name__)
@@ -51,38 +59,34 @@ def attribute_accuracy(enc: Encoder, image_emb: np.ndarray, attrs: list[dict]) -
     return result
 
 
-def load_cirr(world: Path) -> tuple[list[str], list[dict], list[dict], dict[str, dict]]:
-    """The CIRR split names, their attributes, the CIRR queries and the side info per pairid."""
-    split = json.loads((world / "cirr/image_splits/split.rc2.val.json").read_text())
-    names = list(split)
-    by_name = {g["cirr_name"]: g["attributes"] for g in map(json.loads, (world / "gallery.jsonl").open())}
-    queries = json.loads((world / "cirr/captions/cap.rc2.val.json").read_text())
-    side = {q["pairid"]: q for q in map(json.loads, (world / "queries.jsonl").open())}
-    return names, [by_name[n] for n in names], queries, side
+def load_world(world: Path) -> tuple[BenchmarkData, list[dict], dict[str, dict]]:
+    """The world's CIRR split (cir.benchmarks' loader), each gallery image's attributes, each query's side info."""
+    data = load_cirr(world / "cirr", "val")
+    by_name = {g["cirr_name"]: g["attributes"] for _, g in iter_jsonl(world / "gallery.jsonl")}
+    side = {str(q["pairid"]): q for _, q in iter_jsonl(world / "queries.jsonl")}
+    return data, [by_name[n] for n in data.require_gallery()], side
 
 
-def recall_at(scores: np.ndarray, names: list[str], queries: list[dict]) -> dict[str, float]:
-    """CIRR Recall@K (reference removed) and Recall_subset@1, x100."""
-    index = {n: i for i, n in enumerate(names)}
-    scores = scores.copy()
-    hits = {k: [] for k in KS}
-    subset = []
-    for row, q in zip(scores, queries):
-        row[index[q["reference"]]] = -np.inf
-        target = index[q["target_hard"]]
-        rank = int((row > row[target]).sum())
-        for k in KS:
-            hits[k].append(rank < k)
-        members = [index[m] for m in q["img_set"]["members"] if m != q["reference"]]
-        subset.append(max(members, key=lambda i: row[i]) == target)
-    out = {f"R@{k}": 100 * float(np.mean(v)) for k, v in hits.items()}
-    out["Rs@1"] = 100 * float(np.mean(subset))
-    return out
+def rank_queries(queries: np.ndarray, gallery: np.ndarray, data: BenchmarkData) -> tuple[list, list]:
+    """Each query's top 50 (reference removed) and its img_set in rank order: cir.benchmarks' exact ranking."""
+    names = data.require_gallery()
+    row = {n: i for i, n in enumerate(names)}
+    exclude = [row[q.reference] for q in data.queries]
+    subsets = [[row[m] for m in q.members if m != q.reference] for q in data.queries]
+    tops, ordered = rank_gallery(queries, gallery, max(KS), exclude, subsets)
+    return [[names[i] for i in t] for t in tops], [[names[i] for i in o] for o in ordered]
 
 
-def query_groups(queries: list[dict], side: dict) -> dict[str, np.ndarray]:
+def recall_at(rankings: list, subsets: list, queries: list[CIRQuery]) -> dict[str, float]:
+    """CIRR Recall@K (reference removed) and Recall_subset@1, x100 (cir.benchmarks.cirr_metrics)."""
+    m = cirr_metrics(rankings, [q.target for q in queries], [q.reference for q in queries],
+                     [q.members for q in queries], subset_rankings=subsets)
+    return {k: m[k] for k in (*(f"R@{k}" for k in KS), "Rs@1")}
+
+
+def query_groups(queries: list[CIRQuery], side: dict) -> dict[str, np.ndarray]:
     """Row indices per reporting group: all, seen / held-out targets, one / two changes, per attribute."""
-    info = [side[q["pairid"]] for q in queries]
+    info = [side[q.qid] for q in queries]
     groups = {"all": [True] * len(info), "seen": [not i["heldout"] for i in info],
               "heldout": [i["heldout"] for i in info], "1 change": [len(i["changed"]) == 1 for i in info],
               "2 changes": [len(i["changed"]) == 2 for i in info]}
@@ -95,12 +99,12 @@ def query_groups(queries: list[dict], side: dict) -> dict[str, np.ndarray]:
     return {k: np.flatnonzero(v) for k, v in groups.items()}
 
 
-def composed_retrieval(enc: Encoder, gallery: np.ndarray, names: list[str], queries: list[dict],
-                       side: dict) -> dict:
+def composed_retrieval(enc: Encoder, gallery: np.ndarray, data: BenchmarkData, side: dict) -> dict:
     """Recall of image-only, text-only, linear and Slerp queries, per query group."""
-    index = {n: i for i, n in enumerate(names)}
-    v = gallery[[index[q["reference"]] for q in queries]]
-    w = enc.encode_texts([q["caption"] for q in queries])
+    row = {n: i for i, n in enumerate(data.require_gallery())}
+    queries = data.queries
+    v = gallery[[row[q.reference] for q in queries]]
+    w = enc.encode_texts([q.text for q in queries])
     methods = {"image": fuse("image", v, w, 0.0), "text": fuse("text", v, w, 1.0),
                "linear": fuse("linear", v, w, 0.5)}
     for alpha in ALPHAS:
@@ -108,37 +112,28 @@ def composed_retrieval(enc: Encoder, gallery: np.ndarray, names: list[str], quer
     groups = query_groups(queries, side)
     report = {}
     for name, query in methods.items():
-        scores = query @ gallery.T
-        report[name] = {g: recall_at(scores[rows], names, [queries[i] for i in rows])
+        rankings, subsets = rank_queries(query, gallery, data)
+        report[name] = {g: recall_at([rankings[i] for i in rows], [subsets[i] for i in rows],
+                                     [queries[i] for i in rows])
                         for g, rows in groups.items() if len(rows)}
     return report
 
 
+def _captions(attrs: list[dict], seed: int, stream: int) -> list[str]:
+    rng = np.random.default_rng([seed, stream])
+    return [full_caption(to_attrs(a), rng) for a in attrs]
+
+
 def text_to_image(enc: Encoder, gallery: np.ndarray, attrs: list[dict], seed: int) -> dict[str, float]:
     """Full-caption text-to-image Recall@1/@10 over one render per combination, x100."""
-    rng = np.random.default_rng([seed, 99])
-    text = enc.encode_texts([full_caption(to_attrs(a), rng) for a in attrs])
-    scores = text @ gallery.T
-    ranks = (scores > np.diag(scores)[:, None]).sum(1)
-    return {"R@1": 100 * float(np.mean(ranks < 1)), "R@10": 100 * float(np.mean(ranks < 10))}
+    tops, _ = rank_gallery(enc.encode_texts(_captions(attrs, seed, 99)), gallery, 10)
+    recall = recall_at_k([[str(i) for i in t] for t in tops], [str(i) for i in range(len(attrs))], (1, 10))
+    return {f"R@{k}": v for k, v in recall.items()}
 
 
-def modality_gap(enc: Encoder, gallery: np.ndarray, attrs: list[dict], seed: int) -> dict[str, float]:
-    """Paired image-caption cosine and the distance between the image and text centroids."""
-    rng = np.random.default_rng([seed, 98])
-    text = enc.encode_texts([full_caption(to_attrs(a), rng) for a in attrs])
-    ci, ct = gallery.mean(0), text.mean(0)
-    return {"paired_cosine": float(np.mean((gallery * text).sum(1))),
-            "centroid_distance": float(np.linalg.norm(ci - ct)),
-            "centroid_cosine": float(ci @ ct / (np.linalg.norm(ci) * np.linalg.norm(ct)))}
-
-
-def _open_all(paths: list[Path]) -> list[Image.Image]:
-    images = []
-    for p in paths:
-        with Image.open(p) as im:
-            images.append(im.convert("RGB"))
-    return images
+def caption_gap(enc: Encoder, gallery: np.ndarray, attrs: list[dict], seed: int) -> dict[str, float]:
+    """The modality gap between each render and a full caption of it (cir.benchmarks.gap)."""
+    return modality_gap(gallery, enc.encode_texts(_captions(attrs, seed, 98)))
 
 
 def evaluate(model: str, seed: int = EVAL_SEED, n_queries: int = 2000, gallery_size: int = 3000,
@@ -149,22 +144,22 @@ def evaluate(model: str, seed: int = EVAL_SEED, n_queries: int = 2000, gallery_s
         if world is None:
             world = Path(tmp) / "world"
             generate_world(world, seed=seed, gallery_size=gallery_size, n_queries=n_queries, n_captions=0)
-        names, attrs, queries, side = load_cirr(world)
-        cirr = enc.encode_images(_open_all([world / "cirr" / "dev" / f"{n}.png" for n in names]))
-        rows = [json.loads(line) for line in (world / "gallery.jsonl").open()]
+        data, attrs, side = load_world(world)
+        cirr = enc.encode_images([decode_image(data.image_path(n)) for n in data.require_gallery()])
+        rows = [g for _, g in iter_jsonl(world / "gallery.jsonl")]
         circo_dir = world / "circo/COCO2017_unlabeled/unlabeled2017"
-        every = enc.encode_images(_open_all([circo_dir / r["file_name"] for r in rows]))
+        every = enc.encode_images([decode_image(circo_dir / r["file_name"]) for r in rows])
         every_attrs = [r["attributes"] for r in rows]
     held = [i for i, a in enumerate(every_attrs) if is_heldout(a)]
     return {
         "eval_seed": seed,
-        "n_queries": len(queries), "n_heldout_queries": int(sum(side[q["pairid"]]["heldout"] for q in queries)),
-        "n_cirr_images": len(names), "n_gallery_renders": len(rows),
+        "n_queries": len(data.queries), "n_heldout_queries": int(sum(side[q.qid]["heldout"] for q in data.queries)),
+        "n_cirr_images": len(attrs), "n_gallery_renders": len(rows),
         "zero_shot": attribute_accuracy(enc, every, every_attrs),
         "zero_shot_heldout": attribute_accuracy(enc, every[held], [every_attrs[i] for i in held]),
         "text_to_image": text_to_image(enc, cirr, attrs, seed),
-        "modality_gap": modality_gap(enc, cirr, attrs, seed),
-        "retrieval": composed_retrieval(enc, cirr, names, queries, side),
+        "modality_gap": caption_gap(enc, cirr, attrs, seed),
+        "retrieval": composed_retrieval(enc, cirr, data, side),
     }
 
 
@@ -202,7 +197,7 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Evaluate a model on a fresh shapes world and print (and optionally save) the report."""
-    p = argparse.ArgumentParser(prog="python -m training.toy_report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.toy.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy", help="model name or directory (default: the built-in toy model)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help=f"evaluation world seed (default {EVAL_SEED})")
@@ -215,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate(args.model, args.seed, args.queries, args.gallery_size, args.world)
     except (OSError, ValueError) as exc:
-        print(f"toy_report: error: {exc}", file=sys.stderr)
+        print(f"training.toy.report: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
     if args.json:
