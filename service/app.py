@@ -100,18 +100,20 @@ def _lifespan(settings: Settings, metrics: Metrics):
             torch.set_num_threads(settings.torch_threads)
         own_thumbs = settings.thumb_cache is None
         thumb_dir = tempfile.mkdtemp(prefix="cir-thumbs-") if own_thumbs else settings.thumb_cache
-        # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
-        app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
-                                          max_bytes=int(settings.thumb_cache_mb * 2**20),
-                                          max_files=settings.thumb_cache_files, budget=budget)
-        manager = IndexManager(settings, make_engine, on_swap=swapped,
-                               on_failure=lambda version, error: metrics.index_failed())
-        app.state.manager = manager
-        await manager.start()
-        try:
+        manager = None
+        try:  # a start-up that fails after the folder exists removes it too
+            # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
+            app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
+                                              max_bytes=int(settings.thumb_cache_mb * 2**20),
+                                              max_files=settings.thumb_cache_files, budget=budget)
+            manager = IndexManager(settings, make_engine, on_swap=swapped,
+                                   on_failure=lambda version, error: metrics.index_failed())
+            app.state.manager = manager
+            await manager.start()
             yield
         finally:
-            await manager.stop()
+            if manager is not None:
+                await manager.stop()
             if own_thumbs:
                 shutil.rmtree(thumb_dir, ignore_errors=True)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,7 @@ import pytest
 from cir.index_store import IndexRoot
 from cir_cli.main import main as cir_main
 from indexer.cli import main as index_main
+from service.app import create_app
 from service.cli import load_settings, main as serve_main
 from service_fixtures import API_KEY, LiveServer, copy_root, publish_copy, server_settings, world_index  # noqa: F401
 
@@ -203,6 +206,39 @@ def test_a_broken_index_at_start_up_fails_the_start(world_index, tmp_path):
     with pytest.raises(RuntimeError):
         LiveServer(server_settings(root)).__enter__()
     assert serve_main(["--index", str(root), "--port", "0", "--log-level", "critical"]) == 2  # one line, no traceback
+
+
+@pytest.mark.parametrize("how", ["no_published_version", "broken_version", "no_index_setting"])
+def test_a_failed_start_up_removes_its_thumbnail_folder(world_index, tmp_path, monkeypatch, how):
+    """The lifespan's own temp thumbnail folder goes away when the start-up fails, not only at shutdown."""
+    root = tmp_path / "root"
+    if how == "no_published_version":
+        root.mkdir()
+    elif how == "broken_version":
+        copy_root(world_index, root)
+        _broken_copy(root, world_index["version"], "v9-broken", "corrupt")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    app = create_app(server_settings(None if how == "no_index_setting" else root))
+
+    async def start() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+
+    with pytest.raises((RuntimeError, ValueError)):
+        asyncio.run(start())
+    assert list(temp.iterdir()) == []
+
+
+def test_a_clean_shutdown_removes_its_thumbnail_folder(world_index, tmp_path, monkeypatch):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with LiveServer(server_settings(world_index["root"], reload_interval_s=0)) as server:
+        assert httpx.get(server.url + "/readyz", timeout=60).status_code == 200
+        assert [p.name.startswith("cir-thumbs-") for p in temp.iterdir()] == [True]
+    assert list(temp.iterdir()) == []
 
 
 def test_cli_settings_env_and_flags(monkeypatch, tmp_path, capsys):
