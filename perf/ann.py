@@ -46,16 +46,28 @@ def index_bytes(index) -> int:
 
 def latencies_ms(built, vectors: np.ndarray, queries: np.ndarray, count: int, threads: int) -> np.ndarray:
     """Single-query search times (ms), one query at a time, after a warm-up."""
+    return interleaved_latencies_ms([built], vectors, queries[:count], threads)[0]
+
+
+def interleaved_latencies_ms(builts: list, vectors: np.ndarray, queries: np.ndarray, threads: int) -> list[np.ndarray]:
+    """Each index's single-query search times (ms), one query at a time after a warm-up.
+
+    The indexes take turns on every query (the order rotating), so a change in the machine's load
+    falls on all of them alike.
+    """
     build_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
-    rerank_search(built.index, vectors, queries[:5], 10, built.rerank)
-    out = []
-    for q in queries[:count]:
-        start = time.perf_counter()
-        rerank_search(built.index, vectors, q[None, :], 10, built.rerank)
-        out.append((time.perf_counter() - start) * 1000)
+    for built in builts:
+        rerank_search(built.index, vectors, queries[:5], 10, built.rerank)
+    out = [[] for _ in builts]
+    for i, q in enumerate(queries):
+        for j in range(len(builts)):
+            side = (i + j) % len(builts)
+            start = time.perf_counter()
+            rerank_search(builts[side].index, vectors, q[None, :], 10, builts[side].rerank)
+            out[side].append((time.perf_counter() - start) * 1000)
     faiss.omp_set_num_threads(build_threads)
-    return np.array(out)
+    return [np.array(times) for times in out]
 
 
 def run_size(n: int, args) -> dict:

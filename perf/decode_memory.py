@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from cir.toyworld import generate_world
+from serving import wait_until_ready
 
 
 def rss_mb(pid: int) -> float:
@@ -84,18 +85,8 @@ def start_server(root: Path, extra_env: dict[str, str]) -> tuple[subprocess.Pope
                CIR_RELOAD_INTERVAL_S="0", CIR_MAX_UPLOAD_MB="20", **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with status {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError("the server did not become ready in 300 s")
+    wait_until_ready(proc, url)
+    return proc, url
 
 
 def burst(url: str, image: bytes, uploads: int, concurrency: int) -> tuple[list[int], float]:

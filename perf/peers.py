@@ -1,11 +1,11 @@
 """CIR against its peers, side by side on this machine in one run: clip-retrieval's clip_inference and autofaiss.
 
-    flock /tmp/cir-bench.lock nice -n 10 python perf/peers.py               # both comparisons (~1 h on 2 cores)
-    python perf/peers.py --part indexer --images 2000 --batch-size 64 --workers 1 --threads 2
-    flock /tmp/cir-bench.lock python perf/peers.py --part ann --n 1000000
+    flock /tmp/cir-bench.lock nice -n 5 python perf/peers.py             # both comparisons (~1-2 h on 2 cores)
+    flock /tmp/cir-bench.lock nice -n 5 python perf/peers.py --part indexer --images 2000 --batch-size 64
+    flock /tmp/cir-bench.lock nice -n 5 python perf/peers.py --part ann --n 1000000   # reuses finished builds
 
 The peers are the real packages, pip-installed into their own virtualenv (WORKDIR/venv: a pinned
-torch/torchvision pair first, then PEERS; see TORCH_PAIR for why it is not cir's CPU torch 2.13.0);
+torch/torchvision pair first, then PEERS; see peer_env.TORCH_PAIR for why it is not cir's CPU torch 2.13.0);
 if that or a peer run fails, the script prints the exact error and reports the peer as
 unavailable (no stand-in is measured).
 
@@ -19,87 +19,42 @@ per-batch read+inference+write times from its stats file; cir: `--json` images_p
 overlapped decode+embed loop) and the whole command's wall time (imports, model loading
 (clip_inference loads it twice and warms up both towers), cir's file hashing, index and publish).
 
-ann: N x 512 synthetic unit vectors (perf/ann.py's generator) saved as one .npy; autofaiss
-`build_index` with clip-retrieval's defaults (max_index_memory_usage 4G, current_memory_available
-16G) in the peer venv, and cir's `auto` structure via indexer.factory.build_index (tuned to
-recall@10 0.95), both timed from the .npy file to a tuned index with the same build threads.
-Both indexes are then searched here, with the same FAISS, the same 1000 held-out queries, one
-query at a time on --search-threads: recall@10 against exact search and p50/p99 latency.
+ann (perf/peers_ann.py): N x 512 synthetic unit vectors (perf/ann.py's generator) saved as one
+.npy; autofaiss `build_index` with clip-retrieval's defaults (max_index_memory_usage 4G,
+current_memory_available 16G) in the peer venv, and cir's `auto` structure via
+indexer.factory.build_index (tuned to recall@10 0.95, as `cir index build`), both timed from the
+.npy file to a tuned, saved index with the same build threads. Both saved indexes are then loaded
+here and searched with the same FAISS on the same held-out queries, one query at a time on
+--search-threads, the two indexes taking turns on each query: recall@10 against exact search and
+p50/p99 latency. Finished builds are reused by a rerun (--rebuild redoes a side).
+
+Each side records the machine's load (start/end load averages as `uptime` prints them and the
+1-min range sampled while it ran): on a shared machine compare rows only with their load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 from transformers import CLIPTokenizer
 
-from ann import latencies_ms
-from cir.index_store import EMBEDDINGS_FILE, ITEMS_FILE, IndexRoot, iter_items, rerank_search
-from indexer.config import BuildConfig
-from indexer.factory import BuiltIndex, build_index, choose_factory, exact_topk, recall_at_k
-from indexer.synthetic import synthetic_vectors
+from cir.index_store import EMBEDDINGS_FILE, ITEMS_FILE, IndexRoot, iter_items
 from indexing import make_gallery
+from peer_env import LoadWatch, PeerUnavailable, peer_venv, run, thread_env
+from peers_ann import compare_ann
 from serving import make_vit_b32
 
-# clip-retrieval imports torchvision, and PyPI's torchvision is built against CUDA torch: with the CPU
-# torch 2.13.0 `import torchvision` fails ("operator torchvision::nms does not exist": its _C.so needs
-# libc10_cuda.so). So the peer venv gets a matched CUDA-build pair, installed first and pinned so pip
-# never swaps it (on this machine both lie on local disk; elsewhere it is a multi-GB download). It
-# runs on the CPU like cir.
-TORCH_PAIR = ("torch==2.14.1", "torchvision==0.29.1")
-# clip-anytorch imports pkg_resources, which setuptools 81 removed.
-PEERS = ("clip-retrieval==2.45.0", "autofaiss==2.18.0", "setuptools<81", *TORCH_PAIR)
 # Run by the peer venv's Python: the `clip` package's own BPE vocabulary and merges, as JSON.
 CLIP_VOCAB = ("import json, sys\nfrom clip.simple_tokenizer import SimpleTokenizer\nt = SimpleTokenizer()\n"
               "merges = [list(m) for m, _ in sorted(t.bpe_ranks.items(), key=lambda kv: kv[1])]\n"
               "json.dump({'vocab': t.encoder, 'merges': merges}, open(sys.argv[1], 'w'))\n")
 PARQUET_PATHS = ("import json, sys\nimport pandas as pd\n"
                  "print(json.dumps(pd.read_parquet(sys.argv[1])['image_path'].tolist()))\n")
-AUTOFAISS = ("import json, sys, time\nfrom autofaiss import build_index\nemb, out, threads, mem, avail = sys.argv[1:6]\n"
-             "t = time.perf_counter()\n"
-             "index, _ = build_index(embeddings=emb, index_path=out + '/knn.index', index_infos_path=out + "
-             "'/infos.json', metric_type='ip', max_index_memory_usage=mem, current_memory_available=avail, "
-             "nb_cores=int(threads))\n"
-             "print(json.dumps({'seconds': time.perf_counter() - t, 'built': index is not None}))\n")
-
-
-class PeerUnavailable(RuntimeError):
-    """A peer could not be installed or run here; the message holds the exact error."""
-
-
-def run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> tuple[str, float]:
-    """Run cmd; returns (stdout, wall seconds); raises PeerUnavailable with the error's tail on failure."""
-    start = time.perf_counter()
-    proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if log is not None:
-        log.write_text(f"$ {' '.join(map(str, cmd))}\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise PeerUnavailable(f"`{' '.join(map(str, cmd[:4]))} ...` exited {proc.returncode}:\n{tail}")
-    return proc.stdout, seconds
-
-
-def peer_venv(venv: Path) -> Path:
-    """The peer virtualenv's Python, created and filled on first use (torch pinned first)."""
-    python, stamp = venv / "bin" / "python", venv / ".cir-peers"
-    wanted = " ".join(PEERS)
-    if stamp.is_file() and stamp.read_text() == wanted:
-        return python
-    print(f"# installing the peers into {venv}: {wanted}", flush=True)
-    run([sys.executable, "-m", "venv", venv])
-    run([python, "-m", "pip", "install", "-q", *TORCH_PAIR])
-    run([python, "-m", "pip", "install", "-q", *PEERS])
-    stamp.write_text(wanted)
-    return python
 
 
 def clip_tokenizer(python: Path, work: Path) -> CLIPTokenizer:
@@ -108,11 +63,6 @@ def clip_tokenizer(python: Path, work: Path) -> CLIPTokenizer:
     run([python, "-c", CLIP_VOCAB, out])
     data = json.loads(out.read_text())
     return CLIPTokenizer(vocab=data["vocab"], merges=[tuple(m) for m in data["merges"]], model_max_length=77)
-
-
-def thread_env(threads: int) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="",
-                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled")
 
 
 def run_clip_inference(python: Path, model: str, gallery: Path, out: Path, args) -> dict:
@@ -157,10 +107,11 @@ def compare_indexer(python: Path, work: Path, args) -> list[dict]:
     for side in (lambda: run_cir_build(model, gallery, runs / "cir_torch", "torch", args),
                  lambda: run_clip_inference(python, model, gallery, runs / "clip_inference", args),
                  lambda: run_cir_build(model, gallery, runs / "cir_onnx", "onnx", args)):
-        load = os.getloadavg()[0]
-        rows.append({**side(), "load_1min": [round(load, 1), round(os.getloadavg()[0], 1)]})
-        print(f"# {rows[-1]['side']}: {rows[-1]['images']} images, {rows[-1]['images_per_s']:.2f} images/s, "
-              f"wall {rows[-1]['wall_s']:.1f} s, load {rows[-1]['load_1min']}", flush=True)
+        with LoadWatch() as load:
+            row = side()
+        rows.append({**row, "load": load.record()})
+        print(f"# {row['side']}: {row['images']} images, {row['images_per_s']:.2f} images/s, "
+              f"wall {row['wall_s']:.1f} s, load {rows[-1]['load']}", flush=True)
     peer = rows[1]
     for row in rows:
         shared = sorted(set(row["embeddings"]) & set(peer["embeddings"]))
@@ -169,56 +120,6 @@ def compare_indexer(python: Path, work: Path, args) -> list[dict]:
         row.update(same_images=len(shared), min_cosine_to_peer=round(min(cos), 5) if cos else None,
                    ratio_to_peer=round(row["images_per_s"] / peer["images_per_s"], 3))
     return [{k: v for k, v in row.items() if k != "embeddings"} for row in rows]
-
-
-def search_row(name: str, built: BuiltIndex, build_s: float, x, q, truth, args) -> dict:
-    """Recall@10 and single-query latency of one built index on the shared queries."""
-    load = os.getloadavg()[0]
-    lat = latencies_ms(built, x, q, len(q), args.search_threads)
-    found = rerank_search(built.index, x, q, 10, built.rerank)[1]
-    return {"side": name, "factory": built.factory, "params": built.search_params, "build_s": round(build_s, 1),
-            "recall_at_10": round(recall_at_k(found, truth), 4), "p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "p99_ms": round(float(np.percentile(lat, 99)), 3),
-            "search_load_1min": [round(load, 1), round(os.getloadavg()[0], 1)]}
-
-
-def compare_ann(python: Path, work: Path, args) -> list[dict]:
-    """cir's auto index against autofaiss at N x 512: build time, recall@10, p99 (one query at a time)."""
-    ann = work / f"ann-{args.n}"
-    ann.mkdir(exist_ok=True)
-    emb_dir = ann / "emb"
-    emb_dir.mkdir(exist_ok=True)
-    x = synthetic_vectors(args.n, 512, seed=0)
-    np.save(emb_dir / "emb.npy", x)
-    q = synthetic_vectors(args.queries, 512, seed=99)
-    truth = exact_topk(x, q, 10)
-    del x
-    rows = []
-    try:
-        cmd = [python, "-c", AUTOFAISS, emb_dir, ann, args.threads, "4G", "16G"]
-        load = [round(os.getloadavg()[0], 1)]
-        stdout, _ = run(cmd, thread_env(args.threads), ann / "autofaiss.log")
-        load.append(round(os.getloadavg()[0], 1))
-        peer = json.loads(stdout.strip().splitlines()[-1])
-        infos = json.loads((ann / "infos.json").read_text())
-        index = faiss.read_index(str(ann / "knn.index"))
-        faiss.ParameterSpace().set_index_parameters(index, infos["index_param"])
-        built = BuiltIndex(index, infos["index_key"], {"index_param": infos["index_param"]}, 0.0, peer["seconds"], False)
-        x = np.load(emb_dir / "emb.npy")
-        rows.append({**search_row("autofaiss 2.18.0 build_index", built, peer["seconds"], x, q, truth, args),
-                     "build_load_1min": load})
-        del built, index, x
-    except PeerUnavailable as exc:
-        rows.append({"side": "autofaiss", "unavailable": str(exc)})
-        print(f"autofaiss unavailable:\n{exc}", flush=True)
-    faiss.omp_set_num_threads(args.threads)
-    start, load = time.perf_counter(), [round(os.getloadavg()[0], 1)]
-    x = np.load(emb_dir / "emb.npy")
-    built = build_index(x, choose_factory(len(x), x.shape[1], BuildConfig.flat_max), recall_target=0.95)
-    seconds = time.perf_counter() - start
-    load.append(round(os.getloadavg()[0], 1))
-    rows.append({**search_row("cir (indexer.factory, auto)", built, seconds, x, q, truth, args), "build_load_1min": load})
-    return rows
 
 
 def parse_args(argv):
@@ -232,8 +133,13 @@ def parse_args(argv):
     p.add_argument("--n", type=int, default=1_000_000, help="vectors for the ANN comparison (1000000)")
     p.add_argument("--queries", type=int, default=1000, help="held-out queries for recall and latency (1000)")
     p.add_argument("--search-threads", type=int, default=1, help="FAISS threads while timing single queries (1)")
+    p.add_argument("--rebuild", type=lambda v: set(filter(None, v.split(","))), default=set(),
+                   help="ANN sides to build again even if finished: autofaiss, cir or autofaiss,cir (none)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rebuild - {"autofaiss", "cir"}:
+        p.error(f"--rebuild takes autofaiss and/or cir, not {','.join(sorted(args.rebuild))}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,24 +167,38 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any("unavailable" in r for rows in results.values() for r in rows) else 0
 
 
+def load_range(load: dict | None) -> str:
+    return "not recorded" if load is None else "{}-{}".format(*load["1min_range"])
+
+
 def print_table(part: str, rows: list[dict], args) -> None:
+    """The comparison's table (and, for ann, whether cir is at least as good as autofaiss on each)."""
     if part == "indexer":
         print(f"\n# indexer: {args.images} JPEGs 480x360, ViT-B/32-sized CLIP fp32 on CPU, batch {args.batch_size}, "
               f"{args.workers} decode worker(s), {args.threads} threads")
-        print(f"{'side':<40} {'images':>6} {'images/s':>9} {'wall s':>7} {'ratio':>6} {'min cos':>8}")
+        print(f"{'side':<40} {'images':>6} {'images/s':>9} {'wall s':>7} {'ratio':>6} {'min cos':>8}  1-min load")
     else:
         print(f"\n# ann: {args.n} x 512, {args.queries} queries, build threads {args.threads}, "
-              f"search threads {args.search_threads} (one query at a time)")
-        print(f"{'side':<32} {'factory':<10} {'build s':>8} {'recall@10':>9} {'p50 ms':>7} {'p99 ms':>7}  params")
+              f"search threads {args.search_threads} (one query at a time, the indexes taking turns)")
+        print(f"{'side':<30} {'factory':<8} {'build s':>8} {'recall@10':>9} {'p50 ms':>7} {'p99 ms':>7}  "
+              f"build load     search load  params")
     for r in rows:
         if "unavailable" in r:
             print(f"{r['side']:<40} UNAVAILABLE: {r['unavailable'].splitlines()[-1]}")
         elif part == "indexer":
-            print(f"{r['side']:<40} {r['images']:>6} {r['images_per_s']:>9.1f} {r['wall_s']:>7.1f} "
-                  f"{r['ratio_to_peer']:>6.2f} {r['min_cosine_to_peer']:>8}")
+            print(f"{r['side']:<40} {r['images']:>6} {r['images_per_s']:>9.2f} {r['wall_s']:>7.1f} "
+                  f"{r['ratio_to_peer']:>6.2f} {r['min_cosine_to_peer']:>8}  {load_range(r['load'])}")
         else:
-            print(f"{r['side']:<32} {r['factory']:<10} {r['build_s']:>8.1f} {r['recall_at_10']:>9.4f} "
-                  f"{r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f}  {r['params']}")
+            reused = " (reused)" if r["build_reused"] else ""
+            print(f"{r['side']:<30} {r['factory']:<8} {r['build_s']:>8.1f} {r['recall_at_10']:>9.4f} "
+                  f"{r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f}  {load_range(r['build_load']) + reused:<14} "
+                  f"{load_range(r['search_load']):<12} {r['params']}")
+    if part == "ann" and len(rows) == 2 and not any("unavailable" in r for r in rows):
+        peer, cir = rows
+        goals = {"build time": cir["build_s"] <= peer["build_s"], "p99": cir["p99_ms"] <= peer["p99_ms"],
+                 "recall@10": cir["recall_at_10"] >= peer["recall_at_10"]}
+        print("goal, cir at least as good as autofaiss on each: "
+              + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in goals.items()))
 
 
 if __name__ == "__main__":

@@ -148,18 +148,24 @@ def start_server(root: Path, args) -> tuple[subprocess.Popen, str]:
         env["CIR_TORCH_THREADS"] = str(args.torch_threads)
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
+    wait_until_ready(proc, url)
+    return proc, url
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout_s: float = 300) -> None:
+    """Poll the server's /readyz until it answers 200; stop it and raise if it exits or times out."""
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError("the server did not become ready in 300 s")
+    raise RuntimeError(f"the server did not become ready in {timeout_s:.0f} s")
 
 
 def batch_counters(url: str) -> dict[str, tuple[float, float]]:
