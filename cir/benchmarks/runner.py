@@ -20,13 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from cir.benchmarks.config import (
-    EvalConfig,
-    EvalRun,
-    PartRun,
-    fusion_key,
-    normalize_fusions,
-)
+from cir.benchmarks.config import EvalConfig, EvalRun, PartRun, fusion_key, normalize_fusions
 from cir.benchmarks.data import BenchmarkData, MissingImagesError
 from cir.benchmarks.fashioniq import single_index
 from cir.benchmarks.gallery_cache import GalleryCache

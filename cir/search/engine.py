@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -27,24 +25,12 @@ from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLa
                         sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
-from cir.search.query import (BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan, Query,
-                              SearchResult, UnknownReferenceError, UnsupportedImageError)
+from cir.search.holds import Holds
+from cir.search.query import (ONE_SIDED_ALPHA, BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan,
+                              Query, SearchResult, UnknownReferenceError, UnsupportedImageError, effective_fusion)
 
 log = logging.getLogger(__name__)
-# The text weight of the one-sided fusions (what `alpha` reports for them).
-ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
-
-
 STAGES = ("decode", "encode_image", "encode_text", "fuse", "search")
-
-
-def _fusion(q: Query, fusion: str) -> tuple[str, bool, bool]:
-    """The effective fusion and whether it needs the image and the text (a one-sided query uses its side)."""
-    if not q.text:
-        return "image", True, False
-    if not (q.uploads or q.gallery_ids):
-        return "text", False, True
-    return fusion, fusion != "text", fusion != "image"
 
 
 def _longest(timings: dict[str, float], **seconds: float) -> None:
@@ -70,9 +56,7 @@ class SearchEngine:
         self._state: IndexState | None = None
         self._on_batch = on_batch
         self._in_flight = 0  # queries inside search() (event-loop thread only)
-        # queries in flight per index state: a swapped-out state is closed only once none holds it
-        self._holds: Counter[int] = Counter()
-        self._holds_lock = threading.Lock()
+        self._holds = Holds()  # queries in flight per index state: a swapped-out one closes once none holds it
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="cir-decode")
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-model")
         self._search_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-search")
@@ -93,14 +77,7 @@ class SearchEngine:
 
     def in_flight(self, state: IndexState) -> int:
         """How many queries are running against `state` (a retired state may close when 0)."""
-        with self._holds_lock:
-            return self._holds[id(state)]
-
-    def _release(self, state: IndexState) -> None:
-        with self._holds_lock:
-            self._holds[id(state)] -= 1
-            if self._holds[id(state)] <= 0:
-                del self._holds[id(state)]
+        return self._holds.count(state)
 
     def alpha_for(self, state: IndexState | None) -> float:
         """The text weight used when a query gives none: config, then manifest, then DEFAULT_ALPHA."""
@@ -194,14 +171,13 @@ class SearchEngine:
         if state is None:
             raise NotReadyError("no index is loaded yet")
         q.check()
-        fusion, need_image, need_text = _fusion(q, q.fusion or self.default_fusion)
+        fusion, need_image, need_text = effective_fusion(q, q.fusion or self.default_fusion)
         alpha = q.alpha if q.alpha is not None else self.alpha_for(state)
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         # Checked against this version's fields before any encoding: a bad filter fails fast.
         bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
-        with self._holds_lock:  # released by the caller when the query ends
-            self._holds[id(state)] += 1
+        self._holds.hold(state)  # released by the caller when the query ends
         return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
                     q.text if need_text else None, tuple(q.negative_texts))
 
@@ -257,7 +233,7 @@ class SearchEngine:
         finally:
             for ticket in (t for group in tickets.values() for t in group):
                 ticket.close()
-            self._release(plan.state)
+            self._holds.release(plan.state)
 
     async def _search(self, q: Query, plan: Plan, tickets: dict, t0: float) -> SearchResult:
         timings = dict.fromkeys(STAGES, 0.0)
@@ -298,7 +274,7 @@ class SearchEngine:
         try:
             return self._run_sync(q, plan, t0)
         finally:
-            self._release(plan.state)
+            self._holds.release(plan.state)
 
     def _run_sync(self, q: Query, plan: Plan, t0: float) -> SearchResult:
         timings = dict.fromkeys(STAGES, 0.0)

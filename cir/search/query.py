@@ -227,3 +227,16 @@ def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
             "index_version": result.index_version, "text_truncated": result.text_truncated,
             "references": result.references, "negative_weight": result.negative_weight,
             "warnings": warnings, "timings_ms": result.timings_ms}
+
+
+# The text weight of the one-sided fusions (what `alpha` reports for them).
+ONE_SIDED_ALPHA = {"image": 0.0, "text": 1.0}
+
+
+def effective_fusion(q: Query, fusion: str) -> tuple[str, bool, bool]:
+    """The fusion a query runs and whether it needs the image and the text (a one-sided query uses its side)."""
+    if not q.text:
+        return "image", True, False
+    if not (q.uploads or q.gallery_ids):
+        return "text", False, True
+    return fusion, fusion != "text", fusion != "image"
