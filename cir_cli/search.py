@@ -138,7 +138,7 @@ def _answer(args) -> int:
                                        runtime=args.runtime)
         check_encoder(index.manifest, encoder)
         engine = SearchEngine(encoder, max_pixels=DEFAULT_MAX_PIXELS)
-        engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+        engine.swap(IndexState.of(index))
         result = engine.search_sync(query)
         body = result_dict(result, encoder.text_max_length)
     finally:

@@ -100,7 +100,7 @@ def index_and_search(encoder, model_dir: Path, work: Path) -> float:
                       device="cpu", factory="Flat", progress=False), encoder=encoder)
     index = load_version(work / "index")
     engine = SearchEngine(encoder, max_pixels=10**8)
-    engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+    engine.swap(IndexState.of(index))
     item = index.ids[3]
     upload = Path(index.item(item)["path"]).read_bytes()
     fresh = engine.encode_pixel_batch([engine.decode(upload)])[0]

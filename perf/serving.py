@@ -87,7 +87,7 @@ def in_process_engine(root: Path, model: str | None, device: str) -> SearchEngin
     index = load_version(root)
     encoder = load_encoder(model or index.manifest["model"], adapter=index.manifest.get("adapter"), device=device)
     engine = SearchEngine(encoder, max_pixels=40_000_000)
-    engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+    engine.swap(IndexState.of(index))
     engine.warmup()
     return engine
 

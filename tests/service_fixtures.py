@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -198,6 +199,13 @@ def live_server(world_index) -> LiveServer:
     server = _CACHE.pop("live_server", None)  # several modules share it; the first teardown stops it
     if server is not None:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    """An HTTP client of the shared server."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as c:
+        yield c
 
 
 def png_bytes(path: Path) -> bytes:

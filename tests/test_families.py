@@ -130,7 +130,7 @@ def test_tat_then_index_then_search(case, tat_world, tmp_path):
                       workers=0, device="cpu", factory="Flat", progress=False))
     index = load_version(tmp_path / "index")
     engine = SearchEngine(tuned, max_pixels=10**7, max_batch=4, batch_wait_s=0.05)
-    engine.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+    engine.swap(IndexState.of(index))
     uploads = [open(index.item(i)["path"], "rb").read() for i in index.ids[:4]]
     own = engine.search_sync(Query(image_bytes=uploads[0], k=3)).hits[0]
     assert own.id == index.ids[0] and own.score == pytest.approx(1.0, abs=1e-4)

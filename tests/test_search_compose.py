@@ -22,7 +22,7 @@ def engine(world_index):
     encoder = load_encoder(world_index["model"], device="cpu")
     index = load_version(world_index["root"])
     eng = SearchEngine(encoder, max_pixels=10**7, max_batch=16, batch_wait_s=0.05)
-    eng.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+    eng.swap(IndexState.of(index))
     return eng
 
 

@@ -132,7 +132,7 @@ def test_invalid_batcher_options():
 def engine_parts(world_index):
     encoder = load_encoder(world_index["model"], device="cpu")
     index = load_version(world_index["root"])
-    return encoder, IndexState(index=index, version=index.version, manifest=index.manifest)
+    return encoder, IndexState.of(index)
 
 
 def _queries(world_index) -> list[Query]:

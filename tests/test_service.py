@@ -8,7 +8,6 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,15 +17,9 @@ from cir.fusion import fuse
 from service.limits import BodyLimitMiddleware
 from cir.images import decode_image
 from test_images import exif_rotated_jpeg, png_header_only
-from service_fixtures import API_KEY, live_server, world_index  # noqa: F401 - fixtures
+from service_fixtures import API_KEY, client, live_server, world_index  # noqa: F401 - fixtures
 
 ALL_IDS_K = 1000
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with httpx.Client(base_url=live_server.url, timeout=60) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,14 @@ from PIL import Image
 from cir.encoder import load_encoder
 from cir.index_store import load_version
 from cir.search.engine import IndexState, Query, SearchEngine
-from service_fixtures import LiveServer, live_server, server_settings, world_index  # noqa: F401 - fixtures
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with httpx.Client(base_url=live_server.url, timeout=60) as c:
-        yield c
+from service_fixtures import LiveServer, client, live_server, server_settings, world_index  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
 def engine(world_index):
     index = load_version(world_index["root"])
     eng = SearchEngine(load_encoder(world_index["model"], device="cpu"), max_pixels=10**7)
-    eng.swap(IndexState(index=index, version=index.version, manifest=index.manifest))
+    eng.swap(IndexState.of(index))
     return eng
 
 

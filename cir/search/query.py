@@ -85,6 +85,11 @@ class IndexState:
     manifest: dict
     loaded_at: float = field(default_factory=time.time)
 
+    @classmethod
+    def of(cls, index) -> IndexState:
+        """The state of a loaded version (cir.index_store.LoadedIndex) with its own version and manifest."""
+        return cls(index=index, version=index.version, manifest=index.manifest)
+
     @property
     def count(self) -> int:
         return int(self.index.count)
