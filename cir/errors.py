@@ -12,3 +12,11 @@ def error_text(exc: BaseException, with_type: bool = True) -> str:
     """'ClassName: message' (or the message alone), with object reprs and heap addresses removed."""
     message = _OBJECT_REPR.sub("", str(exc)).strip() or "no details"
     return f"{type(exc).__name__}: {message}" if with_type else message
+
+
+class StoreError(RuntimeError):
+    """A gallery store is missing, unreachable, incomplete or inconsistent (cir.stores)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store (or this process's handle on it) does not take writes."""

@@ -26,6 +26,7 @@ from cir.index_factory import factory_kind
 from cir.columns import COLUMNS_DIR, Columns, load_columns
 from cir.index_search import EXACT_MAX_MATCHES, filtered_search, rerank_search
 from cir.io import atomic_write_text
+from cir.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ MAX_CURRENT_BYTES = 1024  # CURRENT holds one version name
 ITEM_COLUMNS = ("row", "id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata")
 
 
-class IndexStoreError(RuntimeError):
+class IndexStoreError(StoreError):
     """An index root or version is missing, incomplete or inconsistent."""
 
 
@@ -203,6 +204,15 @@ class LoadedIndex:
                                           on_gpu=self.gpu_resources is not None, exact_max=self.exact_max)
         return scores, [self.ids[r] for r in rows]
 
+    @property
+    def fields(self) -> dict[str, dict]:
+        """The filterable fields with their facets (the manifest's `fields`)."""
+        return self.manifest.get("fields") or {}
+
+    def search_where(self, query: np.ndarray, k: int, bound) -> tuple[np.ndarray, list[str]]:
+        """Top-k of one query among the items matching `bound` (cir.filters.BoundFilter): the GalleryView call."""
+        return self.search_filtered(query, k, bound.mask(self.columns))
+
     def _query(self, sql: str, args: tuple) -> tuple | None:
         with self._lock:
             return self._con.execute(sql, args).fetchone()
@@ -221,18 +231,6 @@ class LoadedIndex:
         """Release the sqlite connection (the index and mmaps go with the object)."""
         with self._lock:
             self._con.close()
-
-
-def check_encoder(manifest: dict, encoder) -> None:
-    """IndexStoreError unless a version was built with this encoder (same fingerprint and dim)."""
-    version, fingerprint = manifest.get("version"), manifest.get("fingerprint")
-    if fingerprint != encoder.fingerprint:
-        raise IndexStoreError(
-            f"index {version} was built with encoder fingerprint {str(fingerprint)[:12]}, "
-            f"but the running encoder {encoder.name} has {encoder.fingerprint[:12]}; "
-            "rebuild the index with this model or use the index's model")
-    if int(manifest.get("dim", encoder.dim)) != encoder.dim:
-        raise IndexStoreError(f"index {version} has dim {manifest.get('dim')}, the encoder {encoder.dim}")
 
 
 def to_gpu(index, factory: str):

@@ -96,12 +96,12 @@ def run(args) -> int:
     """Load the index and encoder, answer the query, print it; 2 on bad input."""
     # Imported after parsing, so `--help` and usage errors answer at once: torch, transformers
     # and faiss take seconds to import.
-    from cir.index_store import IndexStoreError
+    from cir.errors import StoreError
     from cir.models import ModelLoadError
 
     try:
         return _answer(args)
-    except (ValueError, OSError, IndexStoreError, ModelLoadError) as exc:  # QueryErrors are ValueErrors
+    except (ValueError, OSError, StoreError, ModelLoadError) as exc:  # QueryErrors are ValueErrors
         print(f"cir search: error: {exc}", file=sys.stderr)
         return 2
 
@@ -111,7 +111,7 @@ def _answer(args) -> int:
     from cir.filters import parse_filter
     from cir.fusion import FUSIONS
     from cir.images import DEFAULT_MAX_PIXELS
-    from cir.index_store import check_encoder, load_version
+    from cir.stores import check_encoder, open_store
     from cir.runtimes import load_runtime_encoder
     from cir.search import IndexState, Query, SearchEngine
     from cir.search.query import MAX_K, check_reference_count, parse_weights, result_dict
@@ -129,10 +129,10 @@ def _answer(args) -> int:
                   image_weights=parse_weights(args.image_weights) if args.image_weights else None,
                   negative_texts=tuple(t.strip() for t in args.negative_text), negative_weight=args.negative_weight)
     query.check()  # before the model loads: bad weights or references fail fast
-    index = load_version(args.index, args.version)
+    index = open_store(args.index).open(args.version)
     try:
         if flt is not None:
-            flt.bind(index.manifest.get("fields"))  # before the model loads: a bad filter fails fast
+            flt.bind(index.fields)  # before the model loads: a bad filter fails fast
         encoder = load_runtime_encoder(args.model or index.manifest.get("model"),
                                        adapter=args.adapter or index.manifest.get("adapter"), device=args.device,
                                        runtime=args.runtime)

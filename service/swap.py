@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from cir.errors import error_text
-from cir.index_store import IndexRoot, IndexStoreError, check_encoder, load_version
+from cir.errors import StoreError
+from cir.stores import GalleryStore, check_encoder, open_store
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -40,17 +41,8 @@ class ReloadOutcome:
 
 
 def unpublished_reason(root: Path) -> str | None:
-    """Why `root` has nothing to serve yet (no folder, no published version), or None when it has a version."""
-    if not root.is_dir():
-        return f"index root {root} is not a directory"
-    try:
-        if IndexRoot(root).current_version() is not None:
-            return None
-    except IndexStoreError:
-        return None  # a version is published but unreadable: loading it reports why
-    what = "versions but no CURRENT" if IndexRoot(root).versions() else "no CURRENT and no versions/"
-    return (f"{root} is not a published index root ({what}): build one with `cir index build --out {root}`, "
-            "or pass --wait-for-index (CIR_WAIT_FOR_INDEX=1) to start unready and serve the first version published")
+    """Why the index root `root` has nothing to serve yet, or None when it has a version."""
+    return open_store(root).unpublished_reason()
 
 
 # After a swap the old version stays open while queries still use it, and this much longer for
@@ -59,17 +51,19 @@ RETIRE_GRACE_S = 2.0
 
 
 class IndexManager:
-    """Owns the encoder, the engine and the index versions of one index root."""
+    """Owns the encoder, the engine and the published versions of one gallery store."""
 
     def __init__(self, settings: Settings, engine_factory: Callable[[object], SearchEngine],
                  on_swap: Callable[[IndexState], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None):
-        if settings.index is None:
-            raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
-        if not settings.wait_for_index and not settings.index.is_dir():
-            raise ValueError(f"index root {settings.index} is not a directory")
+                 on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None):
+        if store is None:
+            if settings.index is None:
+                raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
+            if not settings.wait_for_index and not settings.index.is_dir():
+                raise ValueError(f"index root {settings.index} is not a directory")
+            store = open_store(settings.index)
         self.settings = settings
-        self.root = IndexRoot(settings.index)
+        self.store = store
         self.engine_factory = engine_factory
         self.on_swap, self.on_failure = on_swap, on_failure
         self.engine: SearchEngine | None = None
@@ -87,13 +81,13 @@ class IndexManager:
 
     async def start(self) -> None:
         """Load the current version and start watching (with wait_for_index, also before one is published)."""
-        if not self.settings.wait_for_index and (reason := unpublished_reason(self.settings.index)):
+        if not self.settings.wait_for_index and (reason := self.store.unpublished_reason()):
             raise IndexLoadError(reason)
         outcome = await self.reload(force=True)
         if outcome.status == "failed":
             raise IndexLoadError(outcome.error)
         if outcome.status == "no_version":
-            log.warning("%s has no published version yet; not ready until one is published", self.settings.index)
+            log.warning("%s has no published version yet; not ready until one is published", self.store.name)
         if self.settings.reload_interval_s > 0:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="cir-index-watch")
 
@@ -113,6 +107,7 @@ class IndexManager:
             await self.engine.stop()
             if self.engine.state is not None:
                 self.engine.state.index.close()
+        self.store.close()
 
     async def _watch(self) -> None:
         last = None
@@ -131,8 +126,8 @@ class IndexManager:
         async with self._lock:
             running = self.engine.state.version if self.ready else None
             try:
-                version = await asyncio.to_thread(self.root.current_version)
-            except IndexStoreError as exc:  # CURRENT is a folder, binary, unreadable, ...
+                version = await asyncio.to_thread(self.store.current_version)
+            except StoreError as exc:  # CURRENT is a folder, binary, unreadable, ...
                 return self._failed(None, running, error_text(exc), force)
             if version is None:
                 return ReloadOutcome("no_version", running, running)
@@ -184,7 +179,7 @@ class IndexManager:
 
     def _load(self, version: str) -> IndexState:
         """Load one version on a worker thread and check it fits the encoder (loading that first if needed)."""
-        index = load_version(self.settings.index, version)
+        index = self.store.open(version)
         try:
             return self._check(index, version)
         except BaseException:
@@ -198,7 +193,7 @@ class IndexManager:
         encoder = self.engine.encoder if self.engine is not None else self._pending_encoder
         try:
             check_encoder(manifest, encoder)
-        except IndexStoreError as exc:
+        except StoreError as exc:
             raise IndexLoadError(str(exc)) from exc
         return IndexState(index=index, version=version, manifest=manifest)
 

@@ -145,7 +145,7 @@ class SearchEngine:
             if bound is None:
                 groups.setdefault(id(state), []).append(i)
                 continue
-            scores, ids = state.index.search_filtered(vec, k, bound.mask(state.index.columns))
+            scores, ids = state.index.search_where(vec, k, bound)
             out[i] = self._hits(state, scores, ids, min_score)
         for rows in groups.values():
             state = jobs[rows[0]][0]
@@ -176,7 +176,7 @@ class SearchEngine:
         # report the text weight actually used: a one-sided fusion is all image or all text
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         # Checked against this version's fields before any encoding: a bad filter fails fast.
-        bound = q.filter.bind(state.manifest.get("fields")) if q.filter is not None else None
+        bound = q.filter.bind(state.index.fields) if q.filter is not None else None
         self._holds.hold(state)  # released by the caller when the query ends
         return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
                     q.text if need_text else None, tuple(q.negative_texts))

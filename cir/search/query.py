@@ -80,14 +80,14 @@ class NotReadyError(RuntimeError):
 class IndexState:
     """One loaded index version, as every query of its lifetime sees it."""
 
-    index: Any  # cir.index_store.LoadedIndex
+    index: Any  # a cir.stores.GalleryView (for the FAISS root: cir.index_store.LoadedIndex)
     version: str
     manifest: dict
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
     def of(cls, index) -> IndexState:
-        """The state of a loaded version (cir.index_store.LoadedIndex) with its own version and manifest."""
+        """The state of an open view (cir.stores.GalleryView) with its own version and manifest."""
         return cls(index=index, version=index.version, manifest=index.manifest)
 
     @property
