@@ -118,6 +118,7 @@ def write_items(path: str | Path, rows: Iterable[dict]) -> int:
                          item["sha256"], item.get("size"), item.get("mtime_ns"),
                          json.dumps(item.get("metadata") or {}, sort_keys=True)))
         con.execute("CREATE INDEX items_path ON items(path)")
+        con.execute("CREATE INDEX items_sha256 ON items(sha256)")  # uploads equal to a gallery file
         con.commit()
         return count
     finally:
@@ -221,6 +222,21 @@ class LoadedIndex:
         """An item's record (id, path, width, height, sha256, metadata, ...), or None."""
         row = self._query(f"SELECT {','.join(ITEM_COLUMNS)} FROM items WHERE id = ?", (item_id,))
         return _row_to_item(row) if row else None
+
+    def ids_with_sha256(self, sha256: str) -> list[str]:
+        """The ids of the items whose image file has this SHA-256 (hex), in row order."""
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT id FROM items WHERE sha256 = ? ORDER BY row", (sha256,))]
+
+    def browse(self, n: int, order: str = "random", seed: int | None = None) -> list[str]:
+        """Up to n item ids to show before any search: a random sample, or the newest (last indexed) first."""
+        n = max(0, min(int(n), self.count))
+        if order == "newest":
+            return [self.ids[r] for r in range(self.count - 1, self.count - 1 - n, -1)]
+        if order != "random":
+            raise ValueError(f"order must be 'random' or 'newest', got {order!r}")
+        rows = np.random.default_rng(seed).choice(self.count, size=n, replace=False) if n else []
+        return [self.ids[int(r)] for r in rows]
 
     def embedding(self, item_id: str) -> np.ndarray | None:
         """The stored unit image embedding of an item, or None."""

@@ -94,6 +94,12 @@ class GalleryView(Protocol):
     def embedding(self, item_id: str) -> np.ndarray | None:
         """The stored unit image embedding of an item, or None."""
 
+    def ids_with_sha256(self, sha256: str) -> list[str]:
+        """The ids of the items whose image bytes have this SHA-256 (hex): an upload that is a gallery item."""
+
+    def browse(self, n: int, order: str = "random", seed: int | None = None) -> list[str]:
+        """Up to n ids to show before any search: 'random' (seeded when seed is given) or 'newest' first."""
+
     def close(self) -> None:
         """Release what the view holds open (files, connections)."""
 
