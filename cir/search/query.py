@@ -230,11 +230,13 @@ class SearchResult:
     references: int = 0  # how many reference images were merged
     negative_weight: float | None = None  # the push used; None without negative texts
     vector: np.ndarray | None = field(default=None, repr=False)  # the composed query that was ranked
+    warnings: list[str] = field(default_factory=list)  # e.g. a filter value no item has (cir.filter_hints)
 
 
 def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
     """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
     warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
+    warnings += result.warnings
     return {"results": [hit_dict(h) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
             "index_version": result.index_version, "text_truncated": result.text_truncated,
             "references": result.references, "negative_weight": result.negative_weight,
