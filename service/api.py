@@ -21,7 +21,7 @@ from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
-from service import schemas
+from service import display, schemas
 from service.faults import public_manifest, public_path, public_text
 from service.swap import IndexManager
 from service.thumbs import thumb_size
@@ -229,6 +229,9 @@ async def info(request: Request) -> schemas.Info:
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
                         fields=m.get("fields") or {}, manifest=public_manifest(m),
+                        display_fields=display.display_fields(request.app.state.settings.display_fields,
+                                                             m.get("fields") or {}),
+                        background=display.background_message(request.app.state.settings),
                         last_reload_error=public_text(request.app.state.settings, manager_of(request).last_error))
 
 

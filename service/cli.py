@@ -64,6 +64,12 @@ OPTIONS = [
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
     ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
+    ("--display-fields", "display_fields", str,
+     "comma-separated metadata fields the page shows under each hit, e.g. title,price (default: title, name and "
+     "price when present, else the index's first 3 fields)"),
+    ("--status-file", "status_file", str,
+     "a JSON file {\"message\": ...} that a background job (the demo's TAT run) keeps up to date: shown by /info "
+     "and the page"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
 ]
 

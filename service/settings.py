@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    display_fields: str | None = Field(None, description="comma-separated metadata fields the page shows under "
+                                                         "each hit, e.g. title,price (default: title, name and "
+                                                         "price when the index has them, else its first 3 fields)")
+    status_file: Path | None = Field(None, description="a JSON file {\"message\": ...} a background job keeps "
+                                                       "up to date; /info and the page show its message")
 
     @field_validator("default_fusion")
     @classmethod
