@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_compare(args) if args.compare else run_eval(args, argv)
-    except (ValueError, OSError) as exc:  # BenchmarkError, CompareError and a model that does not load among them
+    except (ValueError, OSError, ImportError) as exc:  # BenchmarkError, CompareError, a model that does not
+        # load, and matplotlib missing from a lean install (the `eval` extra)
         print(f"cir eval: error: {exc}", file=sys.stderr)
         return 2
