@@ -90,13 +90,13 @@ SEARCH_DESCRIPTION = f"""Give at least one of `image`, `reference_id` or `text`;
 Bad input is 422 with a JSON body whose `error` and `detail` name the field."""
 
 
-def _weights(values: list[str] | None) -> tuple[float, ...] | None:
+async def _weights(request: Request, value: str | None) -> tuple[float, ...] | None:
     """image_weights: one comma-separated field -> floats (422 naming the field otherwise)."""
-    if not values:
+    if not value:
         return None
-    if len(values) > 1:
+    if len((await request.form()).getlist("image_weights")) > 1:  # the parsed form is cached: no second read
         raise _invalid("image_weights", "give image_weights once, as comma-separated numbers (e.g. 2,1,1)")
-    return q.parse_weights(values[0])
+    return q.parse_weights(value)
 
 
 def _texts(field: str, values: list[str] | None, limit: int) -> tuple[str, ...]:
@@ -130,7 +130,8 @@ async def search(
     min_score: float = Form(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below"),
     filter: str = Form(None, description='metadata filter, JSON: {"colour": "blue", "price": {"gte": 10, "lt": 50}} '
                                          "(fields and values: GET /facets)"),
-    image_weights: list[str] = Form(None, description="one weight per reference, comma-separated (images first)"),
+    image_weights: str = Form(None, description="one weight per reference, comma-separated, e.g. 2,1,1 (images "
+                                                "first, then reference ids); give the field once"),
     negative_text: list[str] = Form(None, description="move the query away from this text (repeatable)"),
     negative_weight: float = Form(None, ge=0, le=1, allow_inf_nan=False,
                                   description=f"how far to move away from the negative text, 0..1 "
@@ -143,8 +144,9 @@ async def search(
         raise _invalid("reference_id", "a reference_id is longer than 1024 characters")
     q.check_reference_count(len(image or ()) + len(refs))  # before reading any upload
     text = next(iter(_texts("text", [text], settings.max_text_chars)), None)
+    weights = await _weights(request, image_weights)
     query = q.Query(images=await _read_uploads(image, settings.max_upload_bytes), reference_ids=refs, text=text,
-                    k=k, alpha=alpha, fusion=fusion, min_score=min_score, image_weights=_weights(image_weights),
+                    k=k, alpha=alpha, fusion=fusion, min_score=min_score, image_weights=weights,
                     negative_texts=_texts("negative_text", negative_text, settings.max_text_chars),
                     negative_weight=negative_weight, filter=parse_filter(filter))
     result = await engine.search(query)

@@ -162,3 +162,20 @@ def test_a_bug_is_a_json_500_that_closes_the_connection_and_names_its_log_line(f
     with httpx.Client(base_url=faulty.url) as c:  # a new connection is served as usual
         assert c.get("/healthz").status_code == 200
         assert 'status="500"' in c.get("/metrics").text
+
+
+def test_the_openapi_schema_says_image_weights_is_one_string(client):
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    ref = body["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][ref]["properties"]["image_weights"]["type"] == "string"
+
+
+@pytest.mark.parametrize("case", ["fields", "field_size"])
+def test_the_form_parsers_limits_are_a_json_400(client, case):
+    if case == "fields":
+        files = [("negative_text", (None, b"x")) for _ in range(1001)] + [("text", (None, b"red"))]
+    else:
+        files = [("text", (None, b"x" * (1024 * 1024 + 10)))]
+    body = _assert_error(client.post("/search", files=files), 400, "bad_request")
+    assert "field" in body["detail"].lower() or "part" in body["detail"].lower()

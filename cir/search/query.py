@@ -188,8 +188,8 @@ def parse_weights(text: str) -> tuple[float, ...]:
             weights.append(check_number(part, "float32"))
         except ValueError as exc:
             shown = part.strip() if len(part.strip()) <= 40 else part.strip()[:37] + "..."
-            raise ImageWeightsError(f"image_weights: weight {n} ({shown!r}) {exc}; give comma-separated "
-                                    "numbers, e.g. 2,1,1") from None
+            raise ImageWeightsError(f"image_weights: not comma-separated numbers: weight {n} ({shown!r}) {exc} "
+                                    "(e.g. 2,1,1)") from None
     return tuple(weights)
 
 
