@@ -19,6 +19,7 @@ from typing import Callable
 from cir.errors import error_text
 from cir.errors import StoreError
 from cir.stores import GalleryStore, check_encoder, open_store
+from cir.encoder import loading_bars
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -232,8 +233,10 @@ class IndexManager:
         if not model:
             raise IndexLoadError("the index manifest names no model and CIR_MODEL is not set")
         adapter = self.settings.adapter or manifest.get("adapter")
-        return load_runtime_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype,
-                                    runtime=self.settings.runtime, onnx_cache=self.settings.onnx_cache)
+        with loading_bars(False):  # a server's log is no place for a progress bar
+            return load_runtime_encoder(model, adapter=adapter, device=self.settings.device,
+                                        dtype=self.settings.dtype, runtime=self.settings.runtime,
+                                        onnx_cache=self.settings.onnx_cache)
 
     async def _start_engine(self, state: IndexState) -> None:
         engine = self.engine_factory(self._pending_encoder)
