@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # before answering; larger ones are cut off at once. Clients sending `Expect: 100-continue`
 # are answered without sending their body at all.
 DRAIN_BYTES = 16 * 1024 * 1024
+UNTIMED_PREFIX = "/admin/"  # routes without the overall request deadline
 
 
 class _BodyTooLarge(Exception):
@@ -78,7 +79,8 @@ class BodyLimitMiddleware:
         headers = Headers(scope=scope)
         bodiless = headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
         state = {"started": False, "body_done": bodiless}
-        deadline = asyncio.timeout(self.deadline_s)
+        # an admin's reload may load a model: keyed, trusted and slow, it is not held to the deadline
+        deadline = asyncio.timeout(None if scope["path"].startswith(UNTIMED_PREFIX) else self.deadline_s)
 
         async def started_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -3,6 +3,7 @@ overall deadline, and no response shows a server path (/info, /readyz, /images, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -15,6 +16,7 @@ from PIL import Image
 
 from cir.index_store import IndexRoot
 from indexer.cli import main as index_main
+from service.limits import BodyLimitMiddleware
 from service_fixtures import LiveServer, copy_root, server_settings, world_index  # noqa: F401
 
 
@@ -151,3 +153,34 @@ def test_a_missing_gallery_file_is_a_410_and_a_broken_one_names_no_path(big_imag
     assert broken.status_code == 404 and broken.json()["error"] == "not_found"
     for r in (gone, broken):
         _no_paths(r.text, base)
+
+
+def test_the_deadline_in_the_middleware_408_503_and_admin():
+    """Body still arriving at the deadline: 408; work not answered by it: 503; /admin/* is not held to it."""
+    async def slow_app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await asyncio.sleep(0.5)  # the work
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def call(path: str, trickle: bool) -> int:
+        sent, chunks = [], [b"a"] * (20 if trickle else 1)
+
+        async def receive():
+            if trickle:
+                await asyncio.sleep(0.05)  # each piece well within body_timeout_s
+            body = chunks.pop(0) if chunks else b""
+            return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"content-length", str(20 if trickle else 1).encode())]
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        await BodyLimitMiddleware(slow_app, max_bytes=1000, body_timeout_s=1, deadline_s=0.3)(scope, receive, send)
+        return sent[0]["status"]
+
+    assert asyncio.run(call("/search", trickle=True)) == 408
+    assert asyncio.run(call("/search", trickle=False)) == 503
+    assert asyncio.run(call("/admin/reload", trickle=False)) == 200
