@@ -226,7 +226,8 @@ async def info(request: Request) -> schemas.Info:
     engine = ready_engine(request)
     state, enc = engine.state, engine.encoder
     m = state.manifest
-    return schemas.Info(model=public_path(enc.name), adapter=public_path(enc.adapter), fingerprint=enc.fingerprint, device=str(enc.device),
+    return schemas.Info(model=public_path(enc.name), adapter=public_path(enc.adapter),  # no server paths
+                        fingerprint=enc.fingerprint, device=str(enc.device),
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
@@ -258,7 +259,8 @@ async def metrics(request: Request) -> Response:
              summary="Load ROOT/CURRENT now (even if it is the version already served)")
 async def admin_reload(request: Request):
     outcome = await manager_of(request).reload(force=True)
-    body = schemas.ReloadResponse(**{**vars(outcome), "error": public_text(request.app.state.settings, outcome.error)})
+    error = public_text(request.app.state.settings, outcome.error)
+    body = schemas.ReloadResponse(**{**vars(outcome), "error": error})
     if outcome.status in ("failed", "no_version"):
         return JSONResponse(body.model_dump(), status_code=409)
     return body
