@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from cir.columns import Column, Columns
-from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, parse_datetime, parse_number
+from cir.metadata import (BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, check_number, parse_datetime,
+                          parse_number)
 from cir.search.query import InvalidFilterError
 
 MAX_FILTER_BYTES = 16 * 1024
@@ -51,9 +52,17 @@ def _kind(value: Any) -> str:
     return {type(None): "null", dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
+def _shown_number(value: int | float) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+
+
 def _scalar(field: str, op: str, value: Any) -> Any:
-    if isinstance(value, float) and parse_number(value) is None:
-        raise InvalidFilterError(field, f"operator {op!r}: {value} is not a finite number")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:  # the one numeric parsing path: what a float64 cannot hold is refused here
+            check_number(value)
+        except ValueError as exc:
+            raise InvalidFilterError(field, f"operator {op!r}: {_shown_number(value)} {exc}") from None
     if value is None or isinstance(value, (dict, list)):
         raise InvalidFilterError(field, f"operator {op!r} needs a string, number or boolean, got {_kind(value)}")
     return value
@@ -143,9 +152,10 @@ def _typed(field: str, ftype: str, op: str, value: Any) -> Any:
             raise InvalidFilterError(field, f"operator {op!r} needs true or false for a boolean field, got {shown}")
         return value
     if ftype == NUMBER:
-        if isinstance(value, str) or parse_number(value) is None:
+        number = None if isinstance(value, str) else parse_number(value)
+        if number is None:
             raise InvalidFilterError(field, f"operator {op!r} needs a number for a number field, got {shown}")
-        return float(value)
+        return number
     parsed = parse_datetime(value)
     if parsed is None:
         raise InvalidFilterError(field, f"operator {op!r} needs an ISO 8601 date such as \"2024-01-31\" or "

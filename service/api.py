@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import mimetypes
 from pathlib import Path
 from typing import Literal
@@ -20,14 +21,16 @@ from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
-from service import schemas
+from service import display, schemas
+from service.faults import public_manifest, public_path, public_text
 from service.swap import IndexManager
 from service.thumbs import thumb_size
 
 STATIC_DIR = Path(__file__).parent / "static"
-ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 415, 422, 503)}
+ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 404, 413, 415, 422, 500, 503)}
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the service's API key")
 _bearer = HTTPBearer(auto_error=False, description="the service's API key as a bearer token")
 
@@ -87,13 +90,13 @@ SEARCH_DESCRIPTION = f"""Give at least one of `image`, `reference_id` or `text`;
 Bad input is 422 with a JSON body whose `error` and `detail` name the field."""
 
 
-def _weights(values: list[str] | None) -> tuple[float, ...] | None:
+async def _weights(request: Request, value: str | None) -> tuple[float, ...] | None:
     """image_weights: one comma-separated field -> floats (422 naming the field otherwise)."""
-    if not values:
+    if not value:
         return None
-    if len(values) > 1:
+    if len((await request.form()).getlist("image_weights")) > 1:  # the parsed form is cached: no second read
         raise _invalid("image_weights", "give image_weights once, as comma-separated numbers (e.g. 2,1,1)")
-    return q.parse_weights(values[0])
+    return q.parse_weights(value)
 
 
 def _texts(field: str, values: list[str] | None, limit: int) -> tuple[str, ...]:
@@ -127,7 +130,8 @@ async def search(
     min_score: float = Form(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below"),
     filter: str = Form(None, description='metadata filter, JSON: {"colour": "blue", "price": {"gte": 10, "lt": 50}} '
                                          "(fields and values: GET /facets)"),
-    image_weights: list[str] = Form(None, description="one weight per reference, comma-separated (images first)"),
+    image_weights: str = Form(None, description="one weight per reference, comma-separated, e.g. 2,1,1 (images "
+                                                "first, then reference ids); give the field once"),
     negative_text: list[str] = Form(None, description="move the query away from this text (repeatable)"),
     negative_weight: float = Form(None, ge=0, le=1, allow_inf_nan=False,
                                   description=f"how far to move away from the negative text, 0..1 "
@@ -140,8 +144,9 @@ async def search(
         raise _invalid("reference_id", "a reference_id is longer than 1024 characters")
     q.check_reference_count(len(image or ()) + len(refs))  # before reading any upload
     text = next(iter(_texts("text", [text], settings.max_text_chars)), None)
+    weights = await _weights(request, image_weights)
     query = q.Query(images=await _read_uploads(image, settings.max_upload_bytes), reference_ids=refs, text=text,
-                    k=k, alpha=alpha, fusion=fusion, min_score=min_score, image_weights=_weights(image_weights),
+                    k=k, alpha=alpha, fusion=fusion, min_score=min_score, image_weights=weights,
                     negative_texts=_texts("negative_text", negative_text, settings.max_text_chars),
                     negative_weight=negative_weight, filter=parse_filter(filter))
     result = await engine.search(query)
@@ -166,6 +171,7 @@ register_url_convertor("anypath", _AnyPath())
 
 @router.get("/images/{item_id:anypath}", tags=["gallery"], response_class=FileResponse,
             responses={200: {"content": {"image/*": {}}}, 404: {"model": schemas.ErrorBody},
+                       410: {"model": schemas.ErrorBody, "description": "indexed, but the file is gone from disk"},
                        422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}},
             summary="A gallery image by id (resolved through the index's items table only)")
 async def gallery_image(request: Request, item_id: str,
@@ -174,8 +180,11 @@ async def gallery_image(request: Request, item_id: str,
                                                              "(rounded up to 64, 128, 256, 512 or 1024)")):
     state = ready_engine(request).state
     item = await asyncio.to_thread(state.index.item, item_id)
-    if not item or not Path(item.get("path", "")).is_file():
+    if not item:
         raise HTTPException(404, f"no gallery image with id {item_id!r} in index {state.version}")
+    if not Path(item.get("path", "")).is_file():  # indexed, but its file is gone from the disk
+        raise HTTPException(410, f"gallery image {item_id!r} is in index {state.version}, but its file is "
+                                 "missing on disk: rebuild the index to drop it")
     headers = {"Cache-Control": "public, max-age=300"}
     if item.get("sha256"):
         headers["ETag"] = f'"{item["sha256"]}"'
@@ -186,7 +195,9 @@ async def gallery_image(request: Request, item_id: str,
     try:
         thumb = await asyncio.to_thread(request.app.state.thumbs.get, item, size)
     except ImageDecodeError as exc:
-        raise HTTPException(404, f"gallery image {item_id!r} cannot be read: {exc}") from exc
+        log.warning("gallery image %r cannot be read: %s", item_id, exc)  # the path stays in the log
+        raise HTTPException(404, f"gallery image {item_id!r} cannot be read: its file on disk is not a "
+                                 "readable image") from exc
     return Response(thumb, media_type="image/jpeg", headers=headers)
 
 
@@ -200,11 +211,12 @@ async def healthz(request: Request) -> schemas.Status:
             summary="Readiness: 200 only when the model and an index are loaded")
 async def readyz(request: Request):
     manager = manager_of(request)
+    last_error = public_text(request.app.state.settings, manager.last_error)
     if manager.ready:
         return schemas.Status(status="ready", index_version=manager.engine.state.version,
-                              last_reload_error=manager.last_error)
-    body = schemas.Status(status="not_ready", detail=manager.last_error or "model and index not loaded yet",
-                          last_reload_error=manager.last_error)
+                              last_reload_error=last_error)
+    body = schemas.Status(status="not_ready", detail=last_error or "model and index not loaded yet",
+                          last_reload_error=last_error)
     return JSONResponse(body.model_dump(), status_code=503)
 
 
@@ -214,11 +226,16 @@ async def info(request: Request) -> schemas.Info:
     engine = ready_engine(request)
     state, enc = engine.state, engine.encoder
     m = state.manifest
-    return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
+    return schemas.Info(model=public_path(enc.name), adapter=public_path(enc.adapter),  # no server paths
+                        fingerprint=enc.fingerprint, device=str(enc.device),
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
-                        fields=m.get("fields") or {}, manifest=m, last_reload_error=manager_of(request).last_error)
+                        fields=m.get("fields") or {}, manifest=public_manifest(m),
+                        display_fields=display.display_fields(request.app.state.settings.display_fields,
+                                                             m.get("fields") or {}),
+                        background=display.background_message(request.app.state.settings),
+                        last_reload_error=public_text(request.app.state.settings, manager_of(request).last_error))
 
 
 @router.get("/facets", response_model=schemas.Facets, tags=["search"], responses={503: {"model": schemas.ErrorBody}},
@@ -242,7 +259,8 @@ async def metrics(request: Request) -> Response:
              summary="Load ROOT/CURRENT now (even if it is the version already served)")
 async def admin_reload(request: Request):
     outcome = await manager_of(request).reload(force=True)
-    body = schemas.ReloadResponse(**vars(outcome))
+    error = public_text(request.app.state.settings, outcome.error)
+    body = schemas.ReloadResponse(**{**vars(outcome), "error": error})
     if outcome.status in ("failed", "no_version"):
         return JSONResponse(body.model_dump(), status_code=409)
     return body

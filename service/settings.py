@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next piece of a request body")
     keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
-    limit_concurrency: int | None = Field(None, ge=1, description="most connections/requests at once (then 503)")
+    request_timeout_s: float = Field(60.0, gt=0, description="overall deadline of a request, from its first byte "
+                                                            "to the start of its answer (408 or 503 after)")
+    limit_concurrency: int | None = Field(1000, ge=1, description="most connections/requests at once (then 503)")
     api_key: SecretStr | None = Field(None, description="key required by /admin/* (X-API-Key or Bearer)")
     cors_origins: str = Field("", description="comma-separated allowed CORS origins ('*' for any)")
     reload_interval_s: float = Field(2.0, ge=0, description="how often ROOT/CURRENT is checked; 0 disables")
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    display_fields: str | None = Field(None, description="comma-separated metadata fields the page shows under "
+                                                         "each hit, e.g. title,price (default: title, name and "
+                                                         "price when the index has them, else its first 3 fields)")
+    status_file: Path | None = Field(None, description="a JSON file {\"message\": ...} a background job keeps "
+                                                       "up to date; /info and the page show its message")
 
     @field_validator("default_fusion")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from cir.filter_hints import filter_hints
 from cir.fusion import DEFAULT_ALPHA, compose
 from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, decode_image,
                         sniff_image_type)
@@ -195,7 +196,8 @@ class SearchEngine:
         timings["total"] = time.perf_counter() - t0
         return SearchResult(hits, plan.alpha, plan.fusion, plan.state.version, any(t for _, t in texts),
                             {k: round(s * 1000, 3) for k, s in timings.items()}, references=len(refs),
-                            negative_weight=q.beta if plan.negatives else None, vector=vec)
+                            negative_weight=q.beta if plan.negatives else None, vector=vec,
+                            warnings=filter_hints(q.filter, plan.state.index.fields))
 
     async def search(self, q: Query) -> SearchResult:
         """Answer one query (call from the event loop): alone, as `search_sync` in one hop to the model
