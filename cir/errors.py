@@ -20,3 +20,9 @@ class StoreError(RuntimeError):
 
 class ReadOnlyStoreError(StoreError):
     """The store (or this process's handle on it) does not take writes."""
+
+
+class QueryError(ValueError):
+    """A query the search engine cannot answer; `code` names the reason (cir.search.query's errors subclass it)."""
+
+    code = "bad_query"

@@ -5,25 +5,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from cir.errors import QueryError
+from cir.filters import Filter, InvalidFilterError  # noqa: F401 - re-exported: the engine's errors in one place
 from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
-
-if TYPE_CHECKING:
-    from cir.filters import Filter
 
 MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
 MAX_REFERENCES = 8  # reference images (uploads and gallery ids together) one query may merge
 MAX_NEGATIVES = 8  # negative texts one query may give
-
-
-class QueryError(ValueError):
-    """A query the engine cannot answer; `code` names the reason."""
-
-    code = "bad_query"
 
 
 class EmptyQueryError(QueryError):
@@ -60,16 +53,6 @@ class ImagePixelsError(BadImageError):
 
 class UnknownReferenceError(QueryError):
     code = "unknown_reference"
-
-
-class InvalidFilterError(QueryError):
-    """A filter that cannot be parsed or does not fit the index (cir.filters); names the field and why."""
-
-    code = "invalid_filter"
-
-    def __init__(self, field: str | None, reason: str):
-        self.field, self.reason = field, reason
-        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
 
 
 class NotReadyError(RuntimeError):
