@@ -13,6 +13,7 @@ import numpy as np
 from cir.errors import QueryError
 from cir.filters import Filter, InvalidFilterError  # noqa: F401 - re-exported: the engine's errors in one place
 from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
+from cir.search.paging import MAX_EXCLUDE_IDS, MAX_WINDOW
 
 MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
 MAX_REFERENCES = 8  # reference images (uploads and gallery ids together) one query may merge
@@ -49,6 +50,10 @@ class BadImageError(QueryError):
 
 class ImagePixelsError(BadImageError):
     code = "image_too_large"
+
+
+class PagingError(QueryError):
+    code = "invalid_paging"
 
 
 class UnknownReferenceError(QueryError):
@@ -90,6 +95,7 @@ class Plan:
     gallery_ids: tuple[str, ...]  # stored image embeddings to read
     text: str | None  # the modification text, when the fusion uses it
     negatives: tuple[str, ...]
+    exclude: frozenset[str] = frozenset()  # ids left out of the results (exclude_ids, gallery references)
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -122,6 +128,9 @@ class Query:
     image_weights: tuple[float, ...] | None = None
     negative_texts: tuple[str, ...] = ()
     negative_weight: float | None = None
+    offset: int = 0  # the page: results offset+1 .. offset+k of the query's fixed sequence (cir.search.paging)
+    exclude_ids: tuple[str, ...] = ()  # gallery ids never returned
+    keep_references: bool = False  # False: the query's own references (and gallery copies of uploads) are left out
 
     @property
     def uploads(self) -> tuple[bytes, ...]:
@@ -159,6 +168,7 @@ class Query:
             raise NegativeTextError(f"negative_text: give 1 to {MAX_NEGATIVES} non-empty texts")
         if not (math.isfinite(self.beta) and 0.0 <= self.beta <= 1.0):
             raise NegativeWeightError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
+        check_page(self.offset, self.k, len(self.exclude_ids))
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -167,6 +177,16 @@ def parse_weights(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise ImageWeightsError(f"image_weights: not comma-separated numbers: {text[:100]!r}") from None
+
+
+def check_page(offset: int, k: int, excluded: int = 0) -> None:
+    """PagingError unless 1 <= k <= MAX_K, offset >= 0, offset + k <= MAX_WINDOW and the exclusions fit."""
+    if not 1 <= k <= MAX_K:
+        raise PagingError(f"k must be 1 to {MAX_K}, got {k}")
+    if offset < 0 or offset + k > MAX_WINDOW:
+        raise PagingError(f"offset + k must be at most {MAX_WINDOW} (offset >= 0), got offset {offset} and k {k}")
+    if excluded > MAX_EXCLUDE_IDS:
+        raise PagingError(f"exclude_ids: {excluded} ids; a query excludes at most {MAX_EXCLUDE_IDS}")
 
 
 def check_reference_count(n: int) -> None:
@@ -183,15 +203,15 @@ class Hit:
     item: dict
 
 
-def image_url(item_id: str) -> str:
+def image_url(item_id: str, base: str = "/images") -> str:
     """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
-    return f"/images/{quote(item_id, safe='')}"
+    return f"{base}/{quote(item_id, safe='')}"
 
 
-def hit_dict(hit: Hit) -> dict:
+def hit_dict(hit: Hit, image_base: str = "/images") -> dict:
     """A hit as the HTTP API and `cir search --json` return it."""
     item = hit.item
-    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id),
+    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id, image_base),
             "width": item.get("width"), "height": item.get("height"), "metadata": item.get("metadata") or {}}
 
 
@@ -206,15 +226,18 @@ class SearchResult:
     references: int = 0  # how many reference images were merged
     negative_weight: float | None = None  # the push used; None without negative texts
     vector: np.ndarray | None = field(default=None, repr=False)  # the composed query that was ranked
+    offset: int = 0  # where this page starts in the query's sequence
+    next_offset: int | None = None  # the next page's offset; None on the last page
 
 
-def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
+def result_dict(result: SearchResult, text_max_tokens: int, image_base: str = "/images") -> dict:
     """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
     warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
-    return {"results": [hit_dict(h) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
+    return {"results": [hit_dict(h, image_base) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
             "index_version": result.index_version, "text_truncated": result.text_truncated,
             "references": result.references, "negative_weight": result.negative_weight,
-            "warnings": warnings, "timings_ms": result.timings_ms}
+            "warnings": warnings, "offset": result.offset, "next_offset": result.next_offset,
+            "timings_ms": result.timings_ms}
 
 
 # The text weight of the one-sided fusions (what `alpha` reports for them).
