@@ -220,8 +220,11 @@ async def read_query(request: Request, settings) -> q.Query:
 
 
 def request_body_schema() -> dict:
-    """The OpenAPI requestBody of the search routes (the models are added to the components)."""
-    return {"required": True, "content": {
-        FORM_TYPE: {"schema": {"$ref": "#/components/schemas/SearchForm"},
-                    "encoding": {"image": {"contentType": "image/*"}}},
+    """The OpenAPI requestBody of the search routes (the models are added to the components).
+
+    `required` stays false: an empty body is answered (422, nothing to search), and a required body
+    with two content types trips openapi-python-client <= 0.29 (its issue 1451: `Unset` not imported).
+    """
+    return {"required": False, "content": {
+        FORM_TYPE: {"schema": {"$ref": "#/components/schemas/SearchForm"}},
         JSON_TYPE: {"schema": {"$ref": "#/components/schemas/SearchJSON"}}}}
