@@ -1,4 +1,4 @@
-"""One bound filter condition evaluated on a version's column (cir.columns): the boolean row mask.
+"""One filter condition (cir.filters) bound to its field's type, and evaluated on the field's column.
 
 Values arrive converted to the column's type by cir.filters (dates as epoch seconds). An item
 lacking the field never matches a comparison, `ne` and `nin` included; `exists` and the
@@ -8,12 +8,67 @@ exists for an item with at least one tag.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from cir.columns import Column
-from cir.metadata import BOOLEAN, STRING, TAGS
+from cir.errors import InvalidFilterError
+from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, parse_datetime, parse_number
+
+LIST_OPS = ("in", "nin", "any", "all")
+RANGE_OPS = ("gt", "gte", "lt", "lte")
+_COMPARABLE = ("eq", "ne", "in", "nin", *RANGE_OPS, "exists")
+OPS_BY_TYPE = {STRING: ("eq", "ne", "in", "nin", "exists"), BOOLEAN: ("eq", "ne", "exists"),
+               TAGS: ("eq", "any", "all", "nin", "exists"), OBJECT: ("exists",),
+               NUMBER: _COMPARABLE, **{t: _COMPARABLE for t in TIME_TYPES}}
+
+
+def _typed(field: str, ftype: str, op: str, value: Any) -> Any:
+    """A filter value converted to its field's column type (InvalidFilterError if it does not fit)."""
+    shown = json.dumps(value, ensure_ascii=False)
+    if ftype in (STRING, TAGS):
+        if not isinstance(value, str):
+            raise InvalidFilterError(field, f"operator {op!r} needs a string for a {ftype} field, got {shown}")
+        return value
+    if ftype == BOOLEAN:
+        if not isinstance(value, bool):
+            raise InvalidFilterError(field, f"operator {op!r} needs true or false for a boolean field, got {shown}")
+        return value
+    if ftype == NUMBER:
+        if isinstance(value, str) or parse_number(value) is None:
+            raise InvalidFilterError(field, f"operator {op!r} needs a number for a number field, got {shown}")
+        return float(value)
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise InvalidFilterError(field, f"operator {op!r} needs an ISO 8601 date such as \"2024-01-31\" or "
+                                        f"\"2024-01-31T12:00:00Z\" for a {ftype} field, got {shown}")
+    return parsed[0]
+
+
+def bind_condition(cond, fields: dict[str, dict]) -> tuple:
+    """A condition checked against the field's type (InvalidFilterError naming it) with its values converted."""
+    info = fields.get(cond.field)
+    if info is None:
+        names = ", ".join(repr(n) for n in list(fields)[:20]) or "none: rebuild the index from a manifest with metadata"
+        raise InvalidFilterError(cond.field, f"the index has no field {cond.field!r} (fields: {names})")
+    ftype = info.get("type")
+    if ftype not in OPS_BY_TYPE or (ftype == OBJECT and cond.op != "exists"):
+        raise InvalidFilterError(cond.field, f"the field holds {ftype} values, which cannot be filtered "
+                                             "(only {\"exists\": true/false} applies)")
+    if cond.op not in OPS_BY_TYPE[ftype]:
+        raise InvalidFilterError(cond.field, f"operator {cond.op!r} does not apply to a {ftype} field "
+                                             f"(use {', '.join(OPS_BY_TYPE[ftype])})")
+    if cond.op == "exists":
+        value = cond.value
+    elif cond.op in LIST_OPS:
+        value = tuple(_typed(cond.field, ftype, cond.op, v) for v in cond.value)
+    else:
+        value = _typed(cond.field, ftype, cond.op, cond.value)
+    return replace(cond, value=value), ftype
+
 
 
 def _tag_rows(col: Column, codes: list[int], count: int) -> np.ndarray:

@@ -22,9 +22,10 @@ holds at most MAX_CONDITIONS field conditions.
 Three steps: `parse_filter` checks the JSON's shape (size, count, operators, value kinds)
 without an index; `Filter.bind(fields)` checks it against a version's typed fields (the
 manifest's `fields`) and converts values (dates to epoch seconds); `BoundFilter.mask(columns)`
-returns the boolean row mask on the version's column arrays (cir.filter_masks). Field names and
-values are only ever dictionary keys and array comparisons: nothing reaches SQL. Every error is
-an InvalidFilterError naming the field and the reason. `{}` is no filter.
+returns the boolean row mask on the version's column arrays (both per condition in
+cir.filter_masks). Field names and values are only ever dictionary keys and array comparisons:
+nothing reaches SQL. Every error is an InvalidFilterError (cir.errors) naming the field and the
+reason. `{}` is no filter.
 """
 
 from __future__ import annotations
@@ -36,32 +37,16 @@ from typing import Any, Union
 import numpy as np
 
 from cir.columns import Columns
-from cir.errors import QueryError
-from cir.filter_masks import condition_mask
-from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, parse_datetime, parse_number
+from cir.errors import InvalidFilterError
+from cir.filter_masks import LIST_OPS, OPS_BY_TYPE, RANGE_OPS, bind_condition, condition_mask  # noqa: F401
+from cir.metadata import parse_number
 
 MAX_FILTER_BYTES = 16 * 1024
 MAX_CONDITIONS = 64
 MAX_DEPTH = 4  # and / or / not inside one another, at most this many levels
-RANGE_OPS = ("gt", "gte", "lt", "lte")
-LIST_OPS = ("in", "nin", "any", "all")
 OPERATORS = ("eq", "ne", "in", "nin", *RANGE_OPS, "any", "all", "exists")
 BOOLEAN_OPS = ("and", "or", "not")
-_COMPARABLE = ("eq", "ne", "in", "nin", *RANGE_OPS, "exists")
-OPS_BY_TYPE = {STRING: ("eq", "ne", "in", "nin", "exists"), BOOLEAN: ("eq", "ne", "exists"),
-               TAGS: ("eq", "any", "all", "nin", "exists"), OBJECT: ("exists",),
-               NUMBER: _COMPARABLE, **{t: _COMPARABLE for t in TIME_TYPES}}
 EXAMPLE = '{"colour": "blue", "price": {"gte": 10, "lt": 50}}'
-
-
-class InvalidFilterError(QueryError):
-    """A filter that cannot be parsed or does not fit the index; names the field and why."""
-
-    code = "invalid_filter"
-
-    def __init__(self, field: str | None, reason: str):
-        self.field, self.reason = field, reason
-        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
 
 
 @dataclass(frozen=True)
@@ -205,49 +190,6 @@ def parse_filter(raw: str | bytes | dict | None) -> "Filter | None":
     return Filter(_Parser().obj(obj, 0))
 
 
-def _typed(field: str, ftype: str, op: str, value: Any) -> Any:
-    """A filter value converted to its field's column type (InvalidFilterError if it does not fit)."""
-    shown = json.dumps(value, ensure_ascii=False)
-    if ftype in (STRING, TAGS):
-        if not isinstance(value, str):
-            raise InvalidFilterError(field, f"operator {op!r} needs a string for a {ftype} field, got {shown}")
-        return value
-    if ftype == BOOLEAN:
-        if not isinstance(value, bool):
-            raise InvalidFilterError(field, f"operator {op!r} needs true or false for a boolean field, got {shown}")
-        return value
-    if ftype == NUMBER:
-        if isinstance(value, str) or parse_number(value) is None:
-            raise InvalidFilterError(field, f"operator {op!r} needs a number for a number field, got {shown}")
-        return float(value)
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise InvalidFilterError(field, f"operator {op!r} needs an ISO 8601 date such as \"2024-01-31\" or "
-                                        f"\"2024-01-31T12:00:00Z\" for a {ftype} field, got {shown}")
-    return parsed[0]
-
-
-def _bind_condition(cond: Condition, fields: dict[str, dict]) -> tuple[Condition, str]:
-    info = fields.get(cond.field)
-    if info is None:
-        names = ", ".join(repr(n) for n in list(fields)[:20]) or "none: rebuild the index from a manifest with metadata"
-        raise InvalidFilterError(cond.field, f"the index has no field {cond.field!r} (fields: {names})")
-    ftype = info.get("type")
-    if ftype not in OPS_BY_TYPE or (ftype == OBJECT and cond.op != "exists"):
-        raise InvalidFilterError(cond.field, f"the field holds {ftype} values, which cannot be filtered "
-                                             "(only {\"exists\": true/false} applies)")
-    if cond.op not in OPS_BY_TYPE[ftype]:
-        raise InvalidFilterError(cond.field, f"operator {cond.op!r} does not apply to a {ftype} field "
-                                             f"(use {', '.join(OPS_BY_TYPE[ftype])})")
-    if cond.op == "exists":
-        value = cond.value
-    elif cond.op in LIST_OPS:
-        value = tuple(_typed(cond.field, ftype, cond.op, v) for v in cond.value)
-    else:
-        value = _typed(cond.field, ftype, cond.op, cond.value)
-    return Condition(cond.field, cond.op, value), ftype
-
-
 def _conditions(node: Node) -> list[Condition]:
     return [node] if isinstance(node, Condition) else [c for p in node.parts for c in _conditions(p)]
 
@@ -294,7 +236,7 @@ BoundNode = Union[tuple[Condition, str], Boolean]
 
 def _bind(node: Node, fields: dict[str, dict]) -> BoundNode:
     if isinstance(node, Condition):
-        return _bind_condition(node, fields)
+        return bind_condition(node, fields)
     return Boolean(node.op, tuple(_bind(p, fields) for p in node.parts))
 
 

@@ -89,7 +89,8 @@ def random_tree(rng: random.Random, depth: int = 0) -> dict:
     if depth >= 3 or rng.random() < 0.35:
         return flt
     op = rng.choice(["and", "or", "not"])
-    sub = random_tree(rng, depth + 1) if op == "not" else [random_tree(rng, depth + 1) for _ in range(rng.randint(1, 3))]
+    parts = [random_tree(rng, depth + 1) for _ in range(1 if op == "not" else rng.randint(1, 3))]
+    sub = parts[0] if op == "not" else parts
     return {op: sub} if rng.random() < 0.4 else {**flt, op: sub}
 
 

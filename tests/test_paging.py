@@ -72,8 +72,10 @@ def test_pages_are_slices_of_one_sequence(galleries, plan):
         offset = 0
         while offset is not None and offset < 1200:
             # other queries in the same micro-batch change nothing
-            noise = [(state, synthetic_vectors(1, 32, seed=rng.randint(0, 99))[0], Window(0, rng.randint(1, 300)), None)]
-            hits, offset_next = engine.search_batch(noise + [(state, query, Window(offset, k, None, exclude), bound)])[1]
+            other = synthetic_vectors(1, 32, seed=rng.randint(0, 99))[0]
+            jobs = [(state, other, Window(0, rng.randint(1, 300)), None),
+                    (state, query, Window(offset, k, None, exclude), bound)]
+            hits, offset_next = engine.search_batch(jobs)[1]
             assert [h.rank for h in hits] == list(range(offset + 1, offset + len(hits) + 1))
             assert [h.id for h in hits] == sequence[offset:offset + k], (plan, k, offset)
             seen += [h.id for h in hits]

@@ -43,6 +43,7 @@ def test_key_field_blob_images_and_gallery_picker(server, world_index, rich_inde
                 page.click("#search")
             assert answer.value.url.endswith("/collections/rich/search") and answer.value.status == 200
             page.wait_for_function("document.querySelectorAll('.hit').length > 0")
-            assert set(page.locator(".hit").evaluate_all("cards => cards.map(c => c.dataset.id)")) <= set(rich_index["ids"])
+            shown = page.locator(".hit").evaluate_all("cards => cards.map(c => c.dataset.id)")
+            assert set(shown) <= set(rich_index["ids"])
         finally:
             browser.close()

@@ -56,7 +56,8 @@ def test_json_equals_multipart(client, world_index):
 def test_strict_input(client, kind, body, status, needle):
     r = client.post("/search", json=body) if kind == "json" else client.post("/search", data=body)
     assert r.status_code == status, r.text
-    assert needle in json.dumps(r.json()["detail"], ensure_ascii=False).replace('\\"', '"') and r.json()["error"] in ("invalid_request", "invalid_filter", "invalid_paging")
+    detail = json.dumps(r.json()["detail"], ensure_ascii=False).replace('\\"', '"')
+    assert needle in detail and r.json()["error"] in ("invalid_request", "invalid_filter", "invalid_paging")
     if "unknown field" in needle:
         accepted = JSON_FIELDS if kind == "json" else FORM_FIELDS
         assert all(name in r.json()["detail"][0]["msg"] for name in accepted)

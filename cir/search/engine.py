@@ -26,7 +26,7 @@ from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLa
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.holds import Holds
-from cir.search.paging import DEPTHS, Window, merge, page
+from cir.search.paging import Window, merge, page, search_levels
 from cir.search.query import (ONE_SIDED_ALPHA, BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan,
                               Query, SearchResult, UnknownReferenceError, UnsupportedImageError, effective_fusion)
 
@@ -134,29 +134,12 @@ class SearchEngine:
         return np.asarray(vec, dtype=np.float32)
 
     def search_batch(self, jobs: list[tuple]) -> list[tuple[list[Hit], int | None]]:
-        """Search several query vectors, one store call per index state and depth, with hit metadata.
+        """Search several query vectors (cir.search.paging.search_levels), with hit metadata.
 
         A job is (state, vector, paging.Window, bound filter or None); its answer is (hits, next
-        offset). Each query's ranking is its fixed sequence (cir.search.paging), searched level by
-        level as deep as its window and exclusions need. Unfiltered jobs of one state share one
-        search per depth; a filtered job is answered on its own (its own mask and plan), so its
-        hits never depend on what else is in the batch.
+        offset): the window's slice of the query's fixed sequence, whatever else is in the batch.
         """
-        levels: list[list] = [[] for _ in jobs]
-        for level, depth in enumerate(DEPTHS):
-            groups: dict[int, list[int]] = {}
-            for i, (state, vec, window, bound) in enumerate(jobs):
-                if window.levels <= level or (level and len(levels[i][-1][1]) < DEPTHS[level - 1]):
-                    continue  # deep enough, or the gallery (or the filter's matches) ran out
-                if bound is None:
-                    groups.setdefault(id(state), []).append(i)
-                else:
-                    levels[i].append(state.index.search_where(vec, depth, bound))
-            for rows in groups.values():
-                state = jobs[rows[0]][0]
-                scores, ids = state.index.search(np.stack([jobs[i][1] for i in rows]).astype(np.float32), depth)
-                for row, i in enumerate(rows):
-                    levels[i].append((scores[row], ids[row]))
+        levels = search_levels(jobs)
         out = []
         for (state, _, window, _), found in zip(jobs, levels):
             pairs, next_offset = page(merge(found), window)

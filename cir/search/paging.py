@@ -59,3 +59,24 @@ def page(sequence: list[tuple[float, str]], window: Window) -> tuple[list[tuple[
     end = window.offset + window.k
     more = len(kept) > end and end < MAX_WINDOW
     return kept[window.offset:end], end if more else None
+
+
+def search_levels(jobs: list[tuple]) -> list[list[tuple[np.ndarray, list[str]]]]:
+    """Each job's rankings at DEPTHS, as deep as its window needs: one view call per state and depth
+    for the unfiltered jobs, one per filtered job. A job is (state, vector, Window, bound filter or None)."""
+    levels: list[list] = [[] for _ in jobs]
+    for level, depth in enumerate(DEPTHS):
+        groups: dict[int, list[int]] = {}
+        for i, (state, vec, window, bound) in enumerate(jobs):
+            if window.levels <= level or (level and len(levels[i][-1][1]) < DEPTHS[level - 1]):
+                continue  # deep enough, or the gallery (or the filter's matches) ran out
+            if bound is None:
+                groups.setdefault(id(state), []).append(i)
+            else:
+                levels[i].append(state.index.search_where(vec, depth, bound))
+        for rows in groups.values():
+            state = jobs[rows[0]][0]
+            scores, ids = state.index.search(np.stack([jobs[i][1] for i in rows]).astype(np.float32), depth)
+            for row, i in enumerate(rows):
+                levels[i].append((scores[row], ids[row]))
+    return levels

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from cir.errors import QueryError
-from cir.filters import Filter, InvalidFilterError  # noqa: F401 - re-exported: the engine's errors in one place
+from cir.errors import InvalidFilterError, QueryError  # noqa: F401 - InvalidFilterError: the engine's errors in one place
+from cir.filters import Filter
 from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
 from cir.search.paging import MAX_EXCLUDE_IDS, MAX_WINDOW
 
