@@ -140,9 +140,14 @@ async def healthz(request: Request) -> schemas.Status:
 
 
 @router.get("/readyz", response_model=schemas.Status, tags=["ops"], responses={503: {"model": schemas.Status}},
-            summary="Readiness: 200 only when the model and an index are loaded")
+            summary="Readiness: 200 only when the model and an index are loaded (for every gallery)")
 async def readyz(request: Request):
     manager = manager_of(request)
+    waiting = [name for name, m in request.app.state.galleries.items() if not m.ready]
+    if manager.ready and waiting:
+        body = schemas.Status(status="not_ready", index_version=manager.engine.state.version,
+                              detail=f"galleries not loaded yet: {', '.join(waiting)}")
+        return JSONResponse(body.model_dump(), status_code=503)
     if manager.ready:
         return schemas.Status(status="ready", index_version=manager.engine.state.version,
                               last_reload_error=manager.last_error)
