@@ -35,8 +35,9 @@ class SearchParams(BaseModel):
     """The fields a multipart form and a JSON body share (optional fields default to None, never null)."""
 
     model_config = ConfigDict(extra="forbid")
-    reference_id: list[str] = Field(None, description="search from these gallery items (repeatable)",
-                                    max_length=q.MAX_REFERENCES)
+    # the counts of references and negatives are the engine's checks (their own error codes)
+    reference_id: list[str] = Field(None, description=f"search from these gallery items (repeatable; up to "
+                                                      f"{q.MAX_REFERENCES} references with the images)")
     text: str = Field(None, description="the modification text")
     k: int = Field(10, ge=1, le=q.MAX_K, description="results per page")
     offset: int = Field(0, ge=0, le=MAX_WINDOW - 1,
@@ -45,8 +46,8 @@ class SearchParams(BaseModel):
                          description="text weight 0..1 (default: config, then the index manifest)")
     fusion: Literal[FUSIONS] = Field(None, description="slerp (default), linear, image or text")
     min_score: float = Field(None, ge=-1, le=1, allow_inf_nan=False, description="drop hits scoring below")
-    negative_text: list[str] = Field(None, description="move the query away from this text (repeatable)",
-                                     max_length=q.MAX_NEGATIVES)
+    negative_text: list[str] = Field(None, description=f"move the query away from this text (repeatable, up to "
+                                                       f"{q.MAX_NEGATIVES})")
     negative_weight: float = Field(None, ge=0, le=1, allow_inf_nan=False,
                                    description=f"how far to move away from the negative text, 0..1 "
                                                f"(default {DEFAULT_NEGATIVE_WEIGHT})")
@@ -70,8 +71,7 @@ class SearchForm(SearchParams):
 class SearchJSON(SearchParams):
     """POST /search as application/json."""
 
-    image: list[str] = Field(None, max_length=q.MAX_REFERENCES,
-                             description="reference image(s) as base64 (a data: URL prefix is allowed); "
+    image: list[str] = Field(None, description="reference image(s) as base64 (a data: URL prefix is allowed); "
                                          "never a URL: the server fetches nothing")
     filter: dict[str, Any] = Field(None, description=f"{FILTER_TEXT}, as an object")
     image_weights: list[float] = Field(None, max_length=q.MAX_REFERENCES,

@@ -76,6 +76,10 @@ def test_json_image_limits(client, live_server):
     limit = live_server.settings.max_upload_bytes
     r = client.post("/search", json={"image": [_b64(b"\x89PNG" + b"0" * limit)]})
     assert r.status_code == 413 and r.json()["error"] == "upload_too_large"
+    r = client.post("/search", json={"image": ["AAAA"] * 5, "reference_id": ["x"] * 4})
+    assert r.status_code == 422 and r.json()["error"] == "too_many_references"
+    r = client.post("/search", json={"text": "red", "negative_text": ["a"] * 9})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_negative_text"
 
 
 def test_paging_over_http(client, world_index):
