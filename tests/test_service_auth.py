@@ -8,6 +8,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from cir.client import CIRError, Client
+
 from service_fixtures import LiveServer, server_settings, world_index  # noqa: F401 - fixtures
 
 ADMIN_OLD, ADMIN_NEW, READ = "admin-old", "admin-new", "read-key"
@@ -55,6 +57,12 @@ def test_reads_need_the_read_or_an_admin_key(keyed, world_index):
                 assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
     for method, path in OPEN:
         assert _call(keyed, method, path, None).status_code == 200, path
+    with Client(str(keyed.base_url), api_key=READ) as cir, Client(str(keyed.base_url)) as anonymous:
+        hit = cir.search(text="a red star", k=1).results[0]
+        assert cir.image(hit) == world_index["paths"][hit.id].read_bytes()
+        with pytest.raises(CIRError) as exc:
+            anonymous.search(text="a red star")
+        assert exc.value.status == 401
 
 
 def test_admin_routes_need_an_admin_key_of_the_list(keyed):
