@@ -96,3 +96,18 @@ def test_hot_swaps_of_each_gallery_under_concurrent_load(two, world_index, rich_
     with httpx.Client(base_url=server.url, timeout=60) as c:
         listed = {g["name"]: g["index_version"] for g in c.get("/collections").json()["collections"]}
     assert listed == {name: versions[name][-1] for name in roots}
+
+
+def test_cli_index_name_root(tmp_path, capsys):
+    from service.cli import load_settings, main
+
+    settings = load_settings(["--index", f"shop={tmp_path}", "--index", f"outlet={tmp_path}/o"])
+    assert (settings.index_name, str(settings.index)) == ("shop", str(tmp_path))
+    assert {k: str(v) for k, v in settings.collections.items()} == {"outlet": f"{tmp_path}/o"}
+    assert list(settings.galleries) == ["shop", "outlet"]
+    assert load_settings(["--index", str(tmp_path)]).galleries == {"default": tmp_path}
+    for argv, message in ((["--index", str(tmp_path), "--index", f"b={tmp_path}"], "as NAME=ROOT"),
+                          (["--index", f"a={tmp_path}", "--index", f"a={tmp_path}"], "names must differ"),
+                          (["--index", f"a={tmp_path}", "--index", f"b={tmp_path}/missing"], "gallery 'a': ")):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
