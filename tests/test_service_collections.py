@@ -9,6 +9,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from service.cli import load_settings, main
+
 from service_fixtures import (LiveServer, copy_root, publish_copy, rich_index, server_settings,  # noqa: F401
                               world_index)
 
@@ -99,8 +101,6 @@ def test_hot_swaps_of_each_gallery_under_concurrent_load(two, world_index, rich_
 
 
 def test_cli_index_name_root(tmp_path, capsys):
-    from service.cli import load_settings, main
-
     settings = load_settings(["--index", f"shop={tmp_path}", "--index", f"outlet={tmp_path}/o"])
     assert (settings.index_name, str(settings.index)) == ("shop", str(tmp_path))
     assert {k: str(v) for k, v in settings.collections.items()} == {"outlet": f"{tmp_path}/o"}
