@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import mimetypes
 from pathlib import Path
 
@@ -68,20 +69,27 @@ everything else is optional. A field the route does not know is 422 naming it.
 Bad input is 422 with a JSON body whose `error` and `detail` name the field."""
 
 
-async def search_in(request: Request, manager: IndexManager, image_base: str = "/images") -> schemas.SearchResponse:
+async def search_in(request: Request, manager: IndexManager, image_base: str = "/images") -> Response:
     """POST /search against one gallery's engine."""
     engine = ready_engine(request, manager)
     query = await read_query(request, request.app.state.settings)
     result = await engine.search(query)
     request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated, manager.name)
-    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length, image_base))
+    # result_dict has the SearchResponse shape (the tests check it against the schema): sent as it is,
+    # without a second validation and serialisation of every hit
+    body = q.result_dict(result, engine.encoder.text_max_length, image_base)
+    try:
+        content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate in stored metadata: escaped, still valid JSON
+        content = json.dumps(body, allow_nan=False).encode()
+    return Response(content, media_type="application/json")
 
 
 @router.post("/search", response_model=schemas.SearchResponse, responses=ERRORS, tags=["search"],
              dependencies=READ, openapi_extra={"requestBody": request_body_schema()},
              summary="Composed image retrieval: reference images (uploads or gallery ids) modified by a text",
              description=SEARCH_DESCRIPTION)
-async def search(request: Request) -> schemas.SearchResponse:
+async def search(request: Request) -> Response:
     return await search_in(request, manager_of(request))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from service import schemas
 from service.api import (ERRORS, IMAGE_RESPONSES, READ, READ_ERRORS, SEARCH_DESCRIPTION, THUMB_SIZE, facets_of,
@@ -38,7 +38,7 @@ async def collections(request: Request) -> schemas.Collections:
 @router.post("/{name}/search", response_model=schemas.SearchResponse, responses=ERRORS, dependencies=READ,
              openapi_extra={"requestBody": request_body_schema()}, description=SEARCH_DESCRIPTION,
              summary="POST /search against one gallery")
-async def collection_search(request: Request, name: str = NAME) -> schemas.SearchResponse:
+async def collection_search(request: Request, name: str = NAME) -> Response:
     return await search_in(request, gallery_of(request, name), f"/collections/{quote(name, safe='')}/images")
 
 
