@@ -49,3 +49,19 @@ def public_detail(detail, known: dict[str, str] | None = None):
     if isinstance(detail, (list, tuple)):
         return [public_detail(v, known) for v in detail]
     return detail
+
+
+class QueryError(ValueError):
+    """A query the search engine cannot answer; `code` names the reason (cir.search.query's errors subclass it)."""
+
+    code = "bad_query"
+
+
+class InvalidFilterError(QueryError):
+    """A filter that cannot be parsed or does not fit the index (cir.filters); names the field and why."""
+
+    code = "invalid_filter"
+
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")

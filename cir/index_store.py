@@ -24,7 +24,7 @@ import numpy as np
 
 from cir.index_factory import factory_kind
 from cir.columns import COLUMNS_DIR, Columns, load_columns
-from cir.index_search import EXACT_MAX_MATCHES, filtered_search, rerank_search
+from cir.index_search import EXACT_MAX_MATCHES, exact_search, filtered_search, rerank_search
 from cir.io import atomic_write_text
 from cir.version_names import missing_message, prefix_matches, read_pruned
 from cir.errors import StoreError
@@ -207,8 +207,12 @@ class LoadedIndex:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.manifest["dim"]:
             raise ValueError(f"query dim {q.shape[1]} != index dim {self.manifest['dim']}")
-        scores, rows = rerank_search(self.index, self.vectors, q, int(min(k, max(self.count, 1))),
-                                     int(self.manifest.get("rerank") or 0))
+        k = int(min(k, max(self.count, 1)))
+        scores, rows = rerank_search(self.index, self.vectors, q, k, int(self.manifest.get("rerank") or 0))
+        for i in np.flatnonzero((rows >= 0).sum(axis=1) < min(k, self.count)):
+            # a graph walk can reach fewer than k items (deep pages): the exact scan answers, as when filtered
+            found, exact = exact_search(self.vectors, np.arange(self.count), q[i], k)
+            scores[i, : len(found)], rows[i, : len(found)] = found, exact
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return scores, ids
 

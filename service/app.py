@@ -24,12 +24,14 @@ from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api, browse
+from service import api, browse, collections
+from service.auth import access_summary
 from service.faults import InternalErrorMiddleware, known_paths
+from service.galleries import make_managers
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.openapi import install_openapi
 from service.settings import Settings
-from service.swap import IndexManager
 from service.thumbs import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ QUERY_ERROR_STATUS = {
     q.EmptyQueryError: 422,
     q.InvalidFilterError: 422,
     q.TooManyReferencesError: 422,
+    q.PagingError: 422,
     q.ImageWeightsError: 422,
     q.NegativeTextError: 422,
     q.NegativeWeightError: 422,
@@ -95,8 +98,18 @@ def _lifespan(settings: Settings, metrics: Metrics):
                                 default_alpha=settings.default_alpha,
                                 default_fusion=settings.default_fusion, on_batch=metrics.observe_batch)
 
-    def swapped(state: q.IndexState) -> None:
-        metrics.index_swapped(state.version, str(state.manifest.get("fingerprint", "")), state.count)
+    first = next(iter(settings.galleries), None)
+
+    def swapped(name: str, state: q.IndexState) -> None:
+        fingerprint = str(state.manifest.get("fingerprint", ""))
+        if name == first:  # the unlabelled metrics describe the first gallery
+            metrics.index_swapped(state.version, fingerprint, state.count)
+        metrics.collection_swapped(name, state.version, fingerprint, state.count)
+
+    def failed(name: str, version: str, error: str) -> None:
+        if name == first:
+            metrics.index_failed()
+        metrics.collection_failed(name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -104,19 +117,21 @@ def _lifespan(settings: Settings, metrics: Metrics):
             torch.set_num_threads(settings.torch_threads)
         own_thumbs = settings.thumb_cache is None
         thumb_dir = tempfile.mkdtemp(prefix="cir-thumbs-") if own_thumbs else settings.thumb_cache
-        manager = None
+        managers: dict = {}
+        log.info(access_summary(settings))
         try:  # a start-up that fails after the folder exists removes it too
             # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
             app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
                                               max_bytes=int(settings.thumb_cache_mb * 2**20),
                                               max_files=settings.thumb_cache_files, budget=budget)
-            manager = IndexManager(settings, make_engine, on_swap=swapped,
-                                   on_failure=lambda version, error: metrics.index_failed())
-            app.state.manager = manager
-            await manager.start()
+            managers = make_managers(settings, make_engine, swapped, failed)
+            app.state.galleries = managers
+            app.state.manager = next(iter(managers.values()))  # the first: today's top-level routes
+            for manager in managers.values():
+                await manager.start()
             yield
         finally:
-            if manager is not None:
+            for manager in managers.values():
                 await manager.stop()
             if own_thumbs:
                 shutil.rmtree(thumb_dir, ignore_errors=True)
@@ -136,10 +151,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(api.router)
     app.include_router(browse.router)
+    app.include_router(collections.router)
+    install_openapi(app)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
+    # JSON carries images as base64: 4 bytes of text per 3 of image (search_input holds the decoded total)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_total_upload_bytes + FORM_OVERHEAD_BYTES,
+                       json_max_bytes=-(-settings.max_total_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES,
                        body_timeout_s=settings.body_timeout_s, deadline_s=settings.request_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,

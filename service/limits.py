@@ -68,9 +68,11 @@ class BodyLimitMiddleware:
     (body and work) has `deadline_s` until its response starts."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = DRAIN_BYTES,
-                 body_timeout_s: float | None = None, deadline_s: float | None = None) -> None:
+                 body_timeout_s: float | None = None, deadline_s: float | None = None,
+                 json_max_bytes: int | None = None) -> None:
         self.app, self.max_bytes, self.drain_bytes = app, max_bytes, drain_bytes
         self.body_timeout_s, self.deadline_s = body_timeout_s, deadline_s
+        self.json_max_bytes = json_max_bytes or max_bytes  # a JSON body's cap (base64 images are larger)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,14 +106,16 @@ class BodyLimitMiddleware:
     async def _limited(self, scope: Scope, receive: Receive, send: Send, state: dict) -> None:
         headers = Headers(scope=scope)
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+        is_json = headers.get("content-type", "").partition(";")[0].strip().lower() == "application/json"
+        limit = self.json_max_bytes if is_json else self.max_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
             if headers.get("expect", "").lower() != "100-continue" and int(length) <= self.drain_bytes:
                 await _drain(receive, self.drain_bytes, self.body_timeout_s)
-            await _send_413(send, self.max_bytes)
+            await _send_413(send, limit)
             return
-        await self._counted(scope, receive, send, state)
+        await self._counted(scope, receive, send, state, limit)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send, state: dict) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, state: dict, limit: int) -> None:
         total, exceeded, timed_out, finished, started = 0, False, False, False, False
 
         async def counting_receive() -> Message:
@@ -127,7 +131,7 @@ class BodyLimitMiddleware:
                 total += len(message.get("body", b""))
                 finished = not message.get("more_body", False)
                 state["body_done"] = finished
-                if total > self.max_bytes:
+                if total > limit:
                     exceeded = True
                     raise _BodyTooLarge()
             return message
@@ -152,4 +156,4 @@ class BodyLimitMiddleware:
         elif exceeded:
             if not finished:
                 await _drain(receive, self.drain_bytes - total, self.body_timeout_s)
-            await _send_413(send, self.max_bytes)
+            await _send_413(send, limit)

@@ -35,9 +35,20 @@ class Metrics:
                                 ["version", "fingerprint"], registry=r)
         self.swaps = Counter("cir_index_reloads_total", "Index loads by result", ["result"], registry=r)
         self.ready = Gauge("cir_ready", "1 when the model and an index are loaded", registry=r)
+        # per gallery (--index NAME=ROOT); the metrics above describe the first gallery
+        self.collection_items = Gauge("cir_collection_items", "Items in each gallery's served index",
+                                      ["collection"], registry=r)
+        self.collection_info = Gauge("cir_collection_info", "Each gallery's served index version (value 1)",
+                                     ["collection", "version", "fingerprint"], registry=r)
+        self.collection_swaps = Counter("cir_collection_reloads_total", "Index loads by gallery and result",
+                                        ["collection", "result"], registry=r)
+        self.collection_searches = Counter("cir_collection_searches_total", "Searches answered by gallery",
+                                           ["collection"], registry=r)
 
-    def observe_search(self, timings_ms: dict[str, float], text_truncated: bool) -> None:
-        """Record one answered search's stage timings."""
+    def observe_search(self, timings_ms: dict[str, float], text_truncated: bool, collection: str | None = None) -> None:
+        """Record one answered search's stage timings (and its gallery)."""
+        if collection is not None:
+            self.collection_searches.labels(collection).inc()
         for stage, ms in timings_ms.items():
             self.stage.labels(stage).observe(ms / 1000.0)
         if text_truncated:
@@ -58,6 +69,18 @@ class Metrics:
     def index_failed(self) -> None:
         """Record a version that failed to load."""
         self.swaps.labels("failed").inc()
+
+    def collection_swapped(self, collection: str, version: str, fingerprint: str, count: int) -> None:
+        """Record that a gallery now serves `version`."""
+        for labels in [m for m in self.collection_info.collect()[0].samples if m.labels["collection"] == collection]:
+            self.collection_info.remove(collection, labels.labels["version"], labels.labels["fingerprint"])
+        self.collection_info.labels(collection, version, fingerprint[:12]).set(1)
+        self.collection_items.labels(collection).set(count)
+        self.collection_swaps.labels(collection, "ok").inc()
+
+    def collection_failed(self, collection: str) -> None:
+        """Record a gallery's version that failed to load."""
+        self.collection_swaps.labels(collection, "failed").inc()
 
     def render(self) -> bytes:
         """The exposition text."""

@@ -56,7 +56,8 @@ class IndexManager:
 
     def __init__(self, settings: Settings, engine_factory: Callable[[object], SearchEngine],
                  on_swap: Callable[[IndexState], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None):
+                 on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None,
+                 encoders=None, name: str = "default"):
         if store is None:
             if settings.index is None:
                 raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
@@ -65,6 +66,8 @@ class IndexManager:
             store = open_store(settings.index)
         self.settings = settings
         self.store = store
+        self.name = name  # the gallery's name (GET /collections)
+        self.encoders = encoders  # a service.galleries.EncoderCache: galleries with one encoder share it
         self.engine_factory = engine_factory
         self.on_swap, self.on_failure = on_swap, on_failure
         self.engine: SearchEngine | None = None
@@ -233,10 +236,14 @@ class IndexManager:
         if not model:
             raise IndexLoadError("the index manifest names no model and CIR_MODEL is not set")
         adapter = self.settings.adapter or manifest.get("adapter")
-        with loading_bars(False):  # a server's log is no place for a progress bar
-            return load_runtime_encoder(model, adapter=adapter, device=self.settings.device,
-                                        dtype=self.settings.dtype, runtime=self.settings.runtime,
-                                        onnx_cache=self.settings.onnx_cache)
+
+        def load():
+            with loading_bars(False):  # a server's log is no place for a progress bar
+                return load_runtime_encoder(model, adapter=adapter, device=self.settings.device,
+                                            dtype=self.settings.dtype, runtime=self.settings.runtime,
+                                            onnx_cache=self.settings.onnx_cache)
+
+        return load() if self.encoders is None else self.encoders.get((model, adapter), load)
 
     async def _start_engine(self, state: IndexState) -> None:
         engine = self.engine_factory(self._pending_encoder)

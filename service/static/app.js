@@ -28,7 +28,7 @@ function renderRefs() {
     box.className = "ref";
     box.title = ref.label;
     const img = document.createElement("img");
-    img.src = ref.src;
+    setImage(img, ref.src);
     img.alt = ref.label;
     const remove = document.createElement("button");
     remove.type = "button";
@@ -94,6 +94,7 @@ function appendReferences(form) {
 }
 
 function errorText(body, status) {
+  if (status === 401) return "this server needs an API key: enter it at the top of the page";
   if (!body) return `HTTP ${status}`;
   if (Array.isArray(body.detail)) return body.detail.map((e) => `${(e.loc || []).slice(-1)[0]}: ${e.msg}`).join("; ");
   return body.detail || body.error || `HTTP ${status}`;
@@ -124,7 +125,7 @@ async function search() {
   state.sentFilter = filter;
   $("status").textContent = "searching…";
   try {
-    const response = await fetch("/search", { method: "POST", body: form });
+    const response = await apiFetch(apiPath("search"), { method: "POST", body: form });
     const body = await response.json().catch(() => null);
     if (!response.ok) throw new Error(errorText(body, response.status));
     render(body);
@@ -164,7 +165,7 @@ function render(body) {
     const img = document.createElement("img");
     img.loading = "lazy";
     img.alt = hit.id;
-    img.src = `${hit.image_url}?size=256`;
+    setImage(img, `${hit.image_url}?size=256`);
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.innerHTML = hit.score === null ? "" : `<span>#${hit.rank}</span><span class="score">${hit.score.toFixed(3)}</span>`;
@@ -200,7 +201,7 @@ function lastParts(path, n) {
 
 async function loadInfo() {
   try {
-    const response = await fetch("/info");
+    const response = await apiFetch(apiPath("info"));
     const info = await response.json();
     if (!response.ok) throw new Error(errorText(info, response.status));
     // while a background job runs (the demo's TAT), its status stands where the adapter will be
@@ -321,7 +322,7 @@ function filtersChanged() {
 async function loadFacets() {
   let fields = {};
   try {
-    const response = await fetch("/facets");
+    const response = await apiFetch(apiPath("facets"));
     if (response.ok) fields = (await response.json()).fields || {};
   } catch (err) {
     fields = {};  // no facets: no filter controls
@@ -380,3 +381,9 @@ $("shuffle").addEventListener("click", () => browse("random"));
 $("newest").addEventListener("click", () => browse("newest"));
 loadInfo().then(() => { if (!$("results").children.length) browse("random"); });
 loadFacets();
+setupAccess(() => {  // another gallery or key: start over on it
+  setReferences([]);
+  $("results").replaceChildren();
+  loadInfo();
+  loadFacets();
+});
