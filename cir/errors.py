@@ -20,3 +20,7 @@ class StoreError(RuntimeError):
 
 class ReadOnlyStoreError(StoreError):
     """The store (or this process's handle on it) does not take writes."""
+
+
+class OutputError(StoreError):
+    """An index root cannot be written (unwritable, locked, inconsistent, full)."""

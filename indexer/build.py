@@ -26,7 +26,7 @@ from indexer.gallery import GalleryEntry, GalleryError, field_types, printable, 
 from indexer.items import compose_items
 from indexer.plan import Base, Plan, load_base, make_plan, unchanged
 from indexer.shards import STAGING, ShardStore, ShardWriter, shard_ranges, staging_key
-from indexer.versions import check_writable, new_version_name, prune, remove_stale_tmp, root_lock, write_version
+from cir.versioning import check_writable, new_version_name, prune, remove_stale_tmp, root_lock, write_version
 
 log = logging.getLogger(__name__)
 

@@ -54,12 +54,25 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    writes: str = Field("auto", description="live writes (PUT/PATCH/DELETE /items): auto (take them unless another "
+                                            "server of the root does), on (refuse to start otherwise) or off")
+    max_bulk_ops: int = Field(100_000, ge=1, description="most operations in one POST /items/bulk")
+    compact_pending: int = Field(10_000, ge=0, description="compact when this many live changes are pending (0: never)")
+    compact_age_s: float = Field(3600.0, ge=0, description="compact when the oldest pending change is this old (0: never)")
+    compact_check_s: float = Field(5.0, gt=0, description="how often the compaction thresholds are checked")
 
     @field_validator("default_fusion")
     @classmethod
     def _known_fusion(cls, value: str) -> str:
         if value not in FUSIONS:
             raise ValueError(f"unknown fusion {value!r}; choose one of {', '.join(FUSIONS)}")
+        return value
+
+    @field_validator("writes")
+    @classmethod
+    def _known_writes(cls, value: str) -> str:
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"writes must be auto, on or off, got {value!r}")
         return value
 
     @field_validator("api_key")

@@ -133,6 +133,8 @@ class IndexManager:
                 return ReloadOutcome("no_version", running, running)
             if not force and version == running:
                 self.last_error = None  # CURRENT names what is served: any earlier failure is over
+                if await asyncio.to_thread(self.store.refresh):  # writes another process logged
+                    await self._serve_latest()
                 return ReloadOutcome("unchanged", running, running)
             if not force and version == self.failed_version:
                 return ReloadOutcome("unchanged", running, running)
@@ -152,6 +154,27 @@ class IndexManager:
             if self.on_swap is not None:
                 self.on_swap(state)
             return ReloadOutcome("swapped", version, running)
+
+    async def refresh_live(self) -> None:
+        """Serve the store's latest live view now: after a write is logged, before it is acknowledged."""
+        async with self._lock:
+            if self.ready:
+                await self._serve_latest()
+
+    async def _serve_latest(self) -> None:
+        """Swap in the published version's newest view (holding the lock); a new version retires the old one."""
+        state = self.engine.state
+        view = await asyncio.to_thread(self.store.open)
+        if view is state.index:
+            return
+        if view.version == state.version:
+            # the same base version: the old snapshot holds nothing of its own to close
+            self.engine.swap(IndexState.of(view))
+            return
+        new = await asyncio.to_thread(self._check, view, view.version)
+        self._retire(self.engine.swap(new))
+        if self.on_swap is not None:
+            self.on_swap(new)
 
     def _retire(self, old: IndexState) -> None:
         """Close a swapped-out version's index (its sqlite connection) once no query holds it."""

@@ -10,7 +10,7 @@ import numpy as np
 from cir import index_store as store
 from cir.columns import build_columns, describe
 from cir.metadata import infer_types
-from indexer.versions import write_version
+from cir.versioning import write_version
 
 COLOURS = ["red", "blue", "green", "black"]
 TAGS = [["sale"], ["new"], ["sale", "new"], []]

@@ -9,6 +9,7 @@ from live_fixtures import COLOURS, TAGS, LiveModel, make_root, unit
 
 from cir.filters import parse_filter
 from cir.stores import Delete, FaissRootStore, Patch, Upsert
+from cir.stores.compact import compact
 
 DIM = 16
 FILTERS = [({"colour": "red"}, lambda m: m.get("colour") == "red"),
@@ -90,7 +91,19 @@ def test_live_set_matches_brute_force(tmp_path, seed):
     store.close()
     restarted = FaissRootStore(base["root"])  # replayed from the log alone
     check(restarted.open(), model, rng)
-    restarted.close()
+    result = compact(base["root"], store_=restarted)
+    assert result.status == "compacted" and result.folded > 0
+    compacted = FaissRootStore(base["root"])
+    view = compacted.open()
+    assert view.version == result.version and not view.changed and view.pending == 0
+    check(view, model, rng)
+    for step in range(60, 75):  # writes after compaction apply on the new version, also after a restart
+        assert all(r.status == "ok" for r in compacted.write(random_op(rng, model, step)))
+        check(compacted.open(), model, rng)
+    compacted.close()
+    again = FaissRootStore(base["root"])
+    check(again.open(), model, rng)
+    again.close()
 
 
 def test_rejected_writes_change_nothing(tmp_path):

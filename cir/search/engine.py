@@ -26,6 +26,7 @@ from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLa
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.holds import Holds
+from cir.search.ingest import IngestMixin
 from cir.search.query import (ONE_SIDED_ALPHA, BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan,
                               Query, SearchResult, UnknownReferenceError, UnsupportedImageError, effective_fusion)
 
@@ -39,7 +40,7 @@ def _longest(timings: dict[str, float], **seconds: float) -> None:
         timings[key] = max(timings[key], value)
 
 
-class SearchEngine:
+class SearchEngine(IngestMixin):
     """Answers composed queries against the current index with one encoder."""
 
     def __init__(self, encoder, *, max_pixels: int, max_batch: int = 32, batch_wait_s: float = 0.002,

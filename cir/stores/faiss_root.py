@@ -13,6 +13,7 @@ them until a compaction folds them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -21,12 +22,14 @@ from typing import Sequence
 from cir.errors import ReadOnlyStoreError
 from cir.index_store import IndexRoot, IndexStoreError, load_version
 from cir.stores.base import GalleryStore, WriteResult
-from cir.stores.changelog import LIVE_DIR, ChangeLog, Record, ServerLock, file_lock
+from cir.io import atomic_write_bytes
+from cir.stores.changelog import LIVE_DIR, ChangeLog, Record, ServerLock, file_lock, fsync_dir
 from cir.stores.live import LiveView
 from cir.stores.overlay import Overlay
 
 log = logging.getLogger(__name__)
 WRITE_LOCK = "write.lock"
+IMAGES_DIR = "images"
 
 
 def lineage_of(manifest: dict) -> tuple[tuple[str, ...], int]:
@@ -194,6 +197,18 @@ class FaissRootStore(GalleryStore):
                     self._live.apply(rec)
                 self._view = None
             return results
+
+    def keep_image(self, data: bytes, suffix: str) -> str:
+        """ROOT/live/images/<sha256><suffix>, written atomically and fsync'ed (content-addressed: kept once)."""
+        folder = self.root / LIVE_DIR / IMAGES_DIR
+        path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+        if not path.is_file():
+            created = not folder.is_dir()
+            atomic_write_bytes(path, data)
+            fsync_dir(folder)
+            if created:
+                fsync_dir(folder.parent)
+        return str(path.resolve())
 
     def pending(self) -> dict:
         """What waits for compaction: the version, count of changes, the oldest one's age start, last seq."""

@@ -63,19 +63,19 @@ class Overlay:
         alive[: self.n] = self.alive[: self.n]
         self.alive = alive
 
-    def _remove(self, item_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """Take an item out of the live set; its (embedding, vector), or None when it was not live."""
+    def _remove(self, item_id: str) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+        """Take an item out of the live set: its (embedding, vector, base row its vectors are), or None."""
         found = self.current(item_id)
         if found is None:
             return None
-        _, row, base_row = found
+        record, row, base_row = found
         if row is not None:
             self.alive[row] = False
             del self.by_id[item_id]
-            return self.emb[row].copy(), self.vec[row].copy()
+            return self.emb[row].copy(), self.vec[row].copy(), record.get("base_row")
         self.excluded[base_row] = True
         return (np.asarray(self.base.embedding(item_id), np.float32),
-                np.asarray(self.base.vectors[base_row], np.float32))
+                np.asarray(self.base.vectors[base_row], np.float32), base_row)
 
     def _append(self, record: dict, emb: np.ndarray, vec: np.ndarray) -> None:
         self._grow()
@@ -99,8 +99,9 @@ class Overlay:
                 pass  # checked when written; a type the base later changed stays unfiltered for this item
             if op == "upsert":
                 self._append(record, rec.embedding, rec.vector)
-            elif old is not None:  # a patch of a live item keeps its vectors
-                self._append(record, *old)
+            elif old is not None:  # a patch of a live item keeps its vectors (and its base row: compaction keeps it)
+                record["base_row"] = old[2]
+                self._append(record, old[0], old[1])
         self.seq = max(self.seq, rec.seq)
         self.pending += 1
         self.oldest = self.oldest or time.time()

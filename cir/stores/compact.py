@@ -1,0 +1,147 @@
+"""Compaction: fold a live root's pending changes into a new published version, embedding nothing.
+
+The new version's rows are the base version's rows still live, in order (a patched item keeps
+its row, with its new metadata), then the upserted items. Its vectors are read from the base
+version's files and the log; the FAISS index is the base index with the new rows added when no
+base row went away (Flat, HNSW and IVF all take additions: a small change set costs its own
+size, not the gallery's). When rows went away, Flat drops them in place, IVF refills its
+trained lists (no training) and HNSW is rebuilt from the stored vectors (no embedding). The
+version is written and verified like a build's (cir.versioning), published, and only then is
+the log trimmed of the changes it folded. Writes go on meanwhile: they land in the log above the
+folded sequence number and apply on the new version (cir.stores.faiss_root).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from cir import index_store as store
+from cir.columns import build_columns, describe
+from cir.index_factory import factory_kind
+from cir.stores.changelog import Record
+from cir.stores.faiss_root import FaissRootStore, lineage_of
+from cir.versioning import new_version_name, prune, root_lock, write_version
+
+log = logging.getLogger(__name__)
+DEFAULT_KEEP = 3  # complete versions kept, as `cir index build --keep`
+
+
+@dataclass
+class CompactResult:
+    """What a compaction did: status 'compacted' or 'nothing_pending'."""
+
+    status: str
+    version: str | None
+    previous: str | None
+    folded: int = 0
+    count: int = 0
+    added: int = 0
+    removed: int = 0
+    index: str = ""  # how the index was made: 'added', 'removed+added', 'refilled' or 'rebuilt'
+    seconds: float = 0.0
+
+
+def _index(base_dir, manifest: dict, removed: np.ndarray, keep: np.ndarray, new_rows: np.ndarray,
+           ranked: np.ndarray) -> tuple[object, str]:
+    """The new version's FAISS index from the base's, without re-embedding; (index, how)."""
+    index = faiss.read_index(str(base_dir / store.INDEX_FILE))  # a private, writable copy
+    kind = factory_kind(manifest.get("factory", ""))
+    if not removed.any():
+        how = "added"
+    elif kind == "Flat":
+        index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(removed).astype(np.int64)))
+        how = "removed+added"
+    elif kind == "IVF":
+        index.reset()  # the trained quantizer (and PQ codebooks) stay: only the lists are refilled
+        index.add(np.ascontiguousarray(ranked[: int(keep.sum())]))
+        how = "refilled"
+    else:
+        ef = faiss.downcast_index(index).hnsw.efConstruction
+        index = faiss.index_factory(ranked.shape[1], manifest["factory"], faiss.METRIC_INNER_PRODUCT)
+        faiss.downcast_index(index).hnsw.efConstruction = ef
+        index.add(np.ascontiguousarray(ranked[: int(keep.sum())]))
+        how = "rebuilt"
+    if len(new_rows):
+        index.add(np.ascontiguousarray(new_rows))
+    store.apply_search_params(index, manifest.get("search_params"))
+    return index, how
+
+
+def _rows(view) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(items, image embeddings, ranked vectors, removed base rows, kept base rows) of the folded view."""
+    base = view.base
+    vdir = store.IndexRoot(base.root).version_dir(base.version)
+    excluded = view._excluded if view._excluded is not None else np.zeros(base.count, bool)
+    patched = {view._rows[r]["base_row"]: r for r in view._live_rows if view._rows[r].get("base_row") is not None}
+    removed = excluded.copy()
+    removed[list(patched)] = False
+    keep = ~removed
+    new = [r for r in view._live_rows if view._rows[r].get("base_row") is None]
+    items = []
+    for item in store.iter_items(vdir / store.ITEMS_FILE):
+        row = item.pop("row")
+        if not keep[row]:
+            continue
+        if row in patched:
+            item = {**item, "metadata": view._rows[patched[row]]["metadata"]}
+        items.append(item)
+    for r in new:
+        rec = view._rows[r]
+        items.append({k: rec.get(k) for k in ("id", "path", "width", "height", "sha256", "size", "metadata")})
+    emb = np.load(vdir / store.EMBEDDINGS_FILE, mmap_mode="r")
+    embeddings = np.concatenate([np.asarray(emb[keep], np.float32), view._emb[new]])
+    ranked = np.concatenate([np.asarray(base.vectors[keep], np.float32), view._vec[new]])
+    return items, embeddings, ranked, removed, keep
+
+
+def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | None = None) -> CompactResult:
+    """Fold the pending changes of the published version into a new published version."""
+    t0 = time.perf_counter()
+    live = store_ or FaissRootStore(root)
+    with root_lock(live.root):  # one build or compaction per root at a time
+        with live.write_lock():
+            view = live.open()
+        base = view.base
+        if not view.pending:
+            return CompactResult("nothing_pending", base.version, base.version)
+        items, embeddings, ranked, removed, kept = _rows(view)
+        manifest = dict(base.manifest)
+        new_rows = ranked[int(kept.sum()):]
+        vdir = store.IndexRoot(base.root).version_dir(base.version)
+        index, how = _index(vdir, manifest, removed, kept, new_rows, ranked)
+        columns = build_columns(view._types, [it["metadata"] for it in items])
+        version = new_version_name(live.root, manifest["fingerprint"])
+        lineage, _ = lineage_of(base.manifest)
+        composed = manifest.get("index_vectors") == store.INDEX_VECTORS_FILE
+        manifest.update(version=version, count=len(items), fields=describe(columns), previous=base.version,
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        live={"lineage": list(lineage), "folded_seq": view.seq, "folded": view.pending,
+                              "index": how})
+        result = CompactResult("compacted", version, base.version, view.pending, len(items),
+                               len(items) - int(kept.sum()), int(removed.sum()), how)
+        write_version(live.root, version, embeddings, items, index, manifest, {"version": version, "compaction":
+                      vars(result)}, ranked if composed else None, columns)
+        with live.write_lock():
+            live.publish(version)
+            _trim(live, (version, *lineage), view.seq)
+        prune(live.root, keep_versions)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    log.info("compacted %d changes of %s into %s (%d items, index %s) in %.2f s", result.folded, base.version,
+             version, result.count, how, result.seconds)
+    return result
+
+
+def _trim(live: FaissRootStore, lineage: tuple[str, ...], folded_seq: int) -> None:
+    """Drop the folded records from the log (the new version is published); keep every other one."""
+    records, _, _, _ = live.log.read(0)
+    keep = [r for r in records if r.header.get("op") != "mark"
+            and not (r.header.get("base") in lineage and r.seq <= folded_seq)]
+    top = max((r.seq for r in records), default=folded_seq)
+    if not keep or keep[-1].seq < top:  # the next write must not reuse a sequence number
+        keep.append(Record(top, {"op": "mark"}))
+    live.log.rewrite(keep)
