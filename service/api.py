@@ -225,7 +225,7 @@ async def info(request: Request) -> schemas.Info:
             summary="The metadata fields a filter can use: types, facet values with counts, min and max")
 async def facets(request: Request) -> schemas.Facets:
     state = ready_engine(request).state
-    return schemas.Facets(index_version=state.version, count=state.count, fields=state.manifest.get("fields") or {})
+    return schemas.Facets(index_version=state.version, count=state.count, fields=state.index.fields)
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",

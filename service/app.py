@@ -23,7 +23,7 @@ from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api
+from service import api, compaction, items
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.settings import Settings
@@ -110,8 +110,10 @@ def _lifespan(settings: Settings, metrics: Metrics):
                                    on_failure=lambda version, error: metrics.index_failed())
             app.state.manager = manager
             await manager.start()
+            await compaction.start(app, manager, settings)
             yield
         finally:
+            await compaction.stop(app)
             if manager is not None:
                 await manager.stop()
             if own_thumbs:
@@ -131,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(api.router)
+    items.install(app)
+    app.include_router(compaction.router)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
@@ -138,6 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        body_timeout_s=settings.body_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"], allow_headers=["*"])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
