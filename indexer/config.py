@@ -49,6 +49,7 @@ class BuildConfig:
     item_text: str | None = None
     item_alpha: float | None = None
     progress: bool = True
+    discard_live_changes: bool = False  # build although ROOT has live changes not folded into a version
 
     def __post_init__(self):
         if self.factory != "auto":

@@ -34,6 +34,28 @@ def image_size(data: bytes) -> tuple[int | None, int | None]:
         return None, None
 
 
+def composing_text(metadata: dict, manifest: dict) -> tuple[str | None, float]:
+    """(the text an item is composed with in this version, its weight), or (None, 0) when it is not composed."""
+    record = manifest.get("item_text") or {}
+    field, alpha = record.get("field"), float(record.get("alpha") or 0.0)
+    text = item_text({"metadata": metadata}, field) if field else None
+    return (text, alpha) if text is not None and alpha > 0.0 else (None, 0.0)
+
+
+def composed(embedding: np.ndarray, text_vec: np.ndarray, alpha: float) -> np.ndarray:
+    """slerp(image embedding, text embedding, alpha): a composed item's ranked vector (as indexer.items)."""
+    return np.asarray(fuse("slerp", embedding[None], np.asarray(text_vec, np.float32)[None], alpha)[0], np.float32)
+
+
+def embed_item_sync(engine, data: bytes, metadata: dict, manifest: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding, ranked vector) of an image on the calling thread (`cir index apply`; no batching)."""
+    embedding = np.asarray(engine.encode_pixel_batch([engine.decode(data)])[0], np.float32)
+    text, alpha = composing_text(metadata, manifest)
+    if text is None:
+        return embedding, embedding
+    return embedding, composed(embedding, engine.encode_text_batch([text])[0][0], alpha)
+
+
 class IngestMixin:
     """SearchEngine methods that embed gallery items written live (needs the engine's pools and batchers)."""
 
@@ -49,14 +71,12 @@ class IngestMixin:
 
     async def ranked_vector(self, embedding: np.ndarray, metadata: dict, manifest: dict) -> np.ndarray:
         """What the index ranks for an item: its embedding, or its composition with its text field."""
-        record = manifest.get("item_text") or {}
-        field, alpha = record.get("field"), float(record.get("alpha") or 0.0)
-        text = item_text({"metadata": metadata}, field) if field else None
-        if text is None or alpha == 0.0:
+        text, alpha = composing_text(metadata, manifest)
+        if text is None:
             return embedding
         ticket = self._texts.expect()
         try:
             text_vec, _ = await ticket.submit(text)
         finally:
             ticket.close()
-        return np.asarray(fuse("slerp", embedding[None], np.asarray(text_vec, np.float32)[None], alpha)[0], np.float32)
+        return composed(embedding, text_vec, alpha)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +42,30 @@ def lineage_of(manifest: dict) -> tuple[tuple[str, ...], int]:
 def applies(rec: Record, overlay: Overlay) -> bool:
     """True when a logged record changes the overlay's base version."""
     return rec.header.get("op") != "mark" and rec.header.get("base") in overlay.lineage and rec.seq > overlay.folded_seq
+
+
+def pending_changes(root: str | Path, version: str | None = None) -> int:
+    """How many logged changes apply to `version` (default: CURRENT) of an index root: what compaction would fold."""
+    index_root = IndexRoot(root)
+    version = version or index_root.current_version()
+    if version is None or not (Path(root) / LIVE_DIR).is_dir():
+        return 0
+    lineage, folded = lineage_of(index_root.manifest(version))
+    records, _, _, _ = ChangeLog(root).read(0)
+    return sum(1 for r in records if r.header.get("op") != "mark" and r.header.get("base") in lineage and r.seq > folded)
+
+
+def discard_changes(root: str | Path) -> Path | None:
+    """Move the whole change log aside (ROOT/live/discarded-<time>.log) for a build that leaves it out; holding the write lock."""
+    log_ = ChangeLog(root)
+    records, _, _, _ = log_.read(0)
+    if not any(r.header.get("op") != "mark" for r in records):
+        return None
+    archive = log_.dir / time.strftime("discarded-%Y%m%dT%H%M%SZ.log", time.gmtime())
+    archive.write_bytes(log_.path.read_bytes())
+    log_.rewrite([Record(max(r.seq for r in records), {"op": "mark"})])
+    log.warning("archived %d live changes to %s: the new version leaves them out", len(records), archive)
+    return archive
 
 
 class FaissRootStore(GalleryStore):
