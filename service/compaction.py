@@ -90,6 +90,22 @@ async def start(app, manager: IndexManager, settings: Settings) -> None:
     if settings.writes == "off":
         store.read_only_reason = "writes are off on this server (CIR_WRITES=off)"
         return
+    if not store.root.is_dir():  # --wait-for-index: claim the writes once the index job made the root
+        store.read_only_reason = "the index root does not exist yet"
+        app.state.claim_task = asyncio.get_running_loop().create_task(_claim_later(app, manager, settings))
+        return
+    _claim(app, manager, settings)
+
+
+async def _claim_later(app, manager: IndexManager, settings: Settings) -> None:
+    while not manager.store.root.is_dir():
+        await asyncio.sleep(max(settings.reload_interval_s, 0.05))
+    manager.store.read_only_reason = None
+    _claim(app, manager, settings)
+
+
+def _claim(app, manager: IndexManager, settings: Settings) -> None:
+    store = manager.store
     if not store.claim_writer():
         if settings.writes == "on":
             manager.last_error = store.read_only_reason + " (CIR_WRITES=on: not starting)"
@@ -104,12 +120,13 @@ async def start(app, manager: IndexManager, settings: Settings) -> None:
 async def stop(app) -> None:
     """Stop the compaction watcher (a compaction in progress finishes or leaves no published trace)."""
     compactor = getattr(app.state, "compactor", None)
-    if compactor is not None and compactor.task is not None:
-        compactor.task.cancel()
-        try:
-            await compactor.task
-        except asyncio.CancelledError:
-            pass
+    for task in (getattr(app.state, "claim_task", None), compactor.task if compactor is not None else None):
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
 
 @router.post("/admin/compact", dependencies=[Depends(require_admin_key)],

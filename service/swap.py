@@ -146,8 +146,8 @@ class IndexManager:
             if self.engine is None:
                 await self._start_engine(state)
             old = self.engine.swap(state)
-            if old is not None:
-                self._retire(old)
+            if old is not None and getattr(old.index, "base", old) is not getattr(state.index, "base", state):
+                self._retire(old)  # (a newer snapshot of the same base version shares its files: nothing to close)
             self.failed_version, self.last_error = None, None
             log.info("serving index version %s (%d items, loaded in %.2f s; was %s)",
                      version, state.count, time.perf_counter() - t0, running)

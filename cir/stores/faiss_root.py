@@ -146,10 +146,11 @@ class FaissRootStore(GalleryStore):
         return self._view
 
     def view_closed(self, view: LiveView) -> None:
-        """A view is closed: close its base unless it is the published version's, which later views share."""
+        """A view is closed: close its base version (every snapshot of it is done with); a later open reloads it."""
         with self._mutex:
-            if self._live is None or view.base is not self._live.base:
-                view.base.close()
+            if self._live is not None and view.base is self._live.base:
+                self._live, self._view = None, None
+            view.base.close()
 
     def refresh(self) -> bool:
         """Apply changes other processes logged since the last look; True when the live view changed."""

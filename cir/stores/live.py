@@ -74,6 +74,14 @@ class LiveView:
         self.manifest = {**base.manifest, "count": self.count, "live": {"seq": self.seq, "pending": self.pending}}
         self.columns = base.columns  # the base version's (cir.filters reads a view's fields, not these)
 
+    @cached_property
+    def ids(self) -> list[str]:
+        """Every live id: the base version's remaining rows in order, then the overlay's items."""
+        if not self.changed:
+            return self.base.ids
+        keep = np.ones(self.base.count, bool) if self._excluded is None else ~self._excluded
+        return [self.base.ids[r] for r in np.flatnonzero(keep)] + [self._rows[r]["id"] for r in self._live_rows]
+
     @property
     def changed(self) -> bool:
         """True when the view differs from its base version."""
@@ -181,8 +189,7 @@ class LiveView:
             return newest
         if order != "random":
             raise ValueError(f"order must be 'random' or 'newest', got {order!r}")
-        keep = np.ones(self.base.count, bool) if self._excluded is None else ~self._excluded
-        pool = [self.base.ids[r] for r in np.flatnonzero(keep)] + overlay
+        pool = self.ids
         n = max(0, min(int(n), len(pool)))
         picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False) if n else []
         return [pool[int(i)] for i in picks]
