@@ -129,3 +129,38 @@ def test_batch_sees_its_own_earlier_operations(tmp_path):
     assert [r.status for r in results] == ["ok", "ok", "ok", "not_found"]
     assert [r.change for r in results[:3]] == [1, 2, 3]
     assert store.open().item("new") is None
+
+
+def recall(view, model: LiveModel, queries: np.ndarray, k: int = 10) -> float:
+    """Share of the brute-force top-k of the live set the view finds."""
+    _, ids = view.search(queries, k)
+    return float(np.mean([len(set(got) & {i for i, _ in model.search(q, k)}) / k for q, got in zip(queries, ids)]))
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "IVF8,Flat"])
+def test_ann_live_recall_and_masked_compaction(tmp_path, factory):
+    base = make_root(tmp_path / "root", n=600, dim=DIM, seed=3, factory=factory)
+    model = LiveModel(base["vectors"], base["metadata"], base["types"])
+    store = FaissRootStore(base["root"])
+    queries = unit(np.random.default_rng(9), 50, DIM)
+    own = recall(store.open(), model, queries)
+    rng = np.random.default_rng(4)
+    for step in range(40):
+        assert all(r.status == "ok" for r in store.write(random_op(rng, model, step)))
+    view = store.open()
+    assert view.count == len(model.vectors) and set(view.ids) == set(model.vectors)
+    assert recall(view, model, queries) >= own - 0.02
+    result = compact(base["root"], store_=store)
+    assert result.removed > 0 and result.index == "added, deleted rows masked"
+    compacted = FaissRootStore(base["root"]).open()
+    assert (base["root"] / "versions" / result.version / "deleted.npy").is_file() == bool(result.removed)
+    assert compacted.count == len(model.vectors) and set(compacted.ids) == set(model.vectors)
+    assert compacted.fields == model.facets() and recall(compacted, model, queries) >= own - 0.02
+    for item_id in list(model.vectors)[:10]:
+        assert compacted.item(item_id)["metadata"] == model.metadata[item_id]
+    rebuilt = compact(base["root"], rebuild_share=0.0) if store.write([Delete(sorted(model.vectors)[0])]) else None
+    model.delete(sorted(model.vectors)[0])
+    assert rebuilt.index == ("rebuilt" if factory.startswith("HNSW") else "refilled")
+    final = FaissRootStore(base["root"]).open()
+    assert not final.changed and set(final.ids) == set(model.vectors) and final.fields == model.facets()
+    assert recall(final, model, queries) >= own - 0.02

@@ -25,10 +25,13 @@ from cir.columns import build_columns, describe
 from cir.index_factory import factory_kind
 from cir.stores.changelog import Record
 from cir.stores.faiss_root import FaissRootStore, lineage_of
+from cir.stores.overlay import write_deleted
 from cir.versioning import new_version_name, prune, root_lock, write_version
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 3  # complete versions kept, as `cir index build --keep`
+# HNSW/IVF: deleted rows stay in the index, masked (ROOT/versions/<v>/deleted.npy), up to this share of its rows
+REBUILD_SHARE = 0.10
 
 
 @dataclass
@@ -46,25 +49,25 @@ class CompactResult:
     seconds: float = 0.0
 
 
-def _index(base_dir, manifest: dict, removed: np.ndarray, keep: np.ndarray, new_rows: np.ndarray,
-           ranked: np.ndarray) -> tuple[object, str]:
+def _index(base_dir, manifest: dict, removed: np.ndarray, tombstones: bool, kept: np.ndarray,
+           new_rows: np.ndarray) -> tuple[object, str]:
     """The new version's FAISS index from the base's, without re-embedding; (index, how)."""
     index = faiss.read_index(str(base_dir / store.INDEX_FILE))  # a private, writable copy
     kind = factory_kind(manifest.get("factory", ""))
-    if not removed.any():
-        how = "added"
+    if not removed.any() or tombstones:
+        how = "added" if not removed.any() else "added, deleted rows masked"
     elif kind == "Flat":
         index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(removed).astype(np.int64)))
         how = "removed+added"
     elif kind == "IVF":
         index.reset()  # the trained quantizer (and PQ codebooks) stay: only the lists are refilled
-        index.add(np.ascontiguousarray(ranked[: int(keep.sum())]))
+        index.add(np.ascontiguousarray(kept))
         how = "refilled"
     else:
         ef = faiss.downcast_index(index).hnsw.efConstruction
-        index = faiss.index_factory(ranked.shape[1], manifest["factory"], faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(kept.shape[1], manifest["factory"], faiss.METRIC_INNER_PRODUCT)
         faiss.downcast_index(index).hnsw.efConstruction = ef
-        index.add(np.ascontiguousarray(ranked[: int(keep.sum())]))
+        index.add(np.ascontiguousarray(kept))
         how = "rebuilt"
     if len(new_rows):
         index.add(np.ascontiguousarray(new_rows))
@@ -72,20 +75,24 @@ def _index(base_dir, manifest: dict, removed: np.ndarray, keep: np.ndarray, new_
     return index, how
 
 
-def _rows(view) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(items, image embeddings, ranked vectors, removed base rows, kept base rows) of the folded view."""
+def _tombstone(row: int) -> dict:
+    """The item record of a deleted row kept in place (a control character: no live id can equal it)."""
+    return {"id": f"\x00deleted:{row}", "path": None, "width": None, "height": None, "sha256": None, "size": None,
+            "metadata": {}}
+
+
+def _rows(view, tombstones: bool, removed: np.ndarray, patched: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(items, image embeddings, ranked vectors) of the folded view: base rows, then the new items."""
     base = view.base
     vdir = store.IndexRoot(base.root).version_dir(base.version)
-    excluded = view._excluded if view._excluded is not None else np.zeros(base.count, bool)
-    patched = {view._rows[r]["base_row"]: r for r in view._live_rows if view._rows[r].get("base_row") is not None}
-    removed = excluded.copy()
-    removed[list(patched)] = False
-    keep = ~removed
+    keep = np.ones(base.count, bool) if tombstones else ~removed
     new = [r for r in view._live_rows if view._rows[r].get("base_row") is None]
     items = []
     for item in store.iter_items(vdir / store.ITEMS_FILE):
         row = item.pop("row")
-        if not keep[row]:
+        if removed[row]:
+            if tombstones:
+                items.append(_tombstone(row))
             continue
         if row in patched:
             item = {**item, "metadata": view._rows[patched[row]]["metadata"]}
@@ -96,10 +103,20 @@ def _rows(view) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, np.ndar
     emb = np.load(vdir / store.EMBEDDINGS_FILE, mmap_mode="r")
     embeddings = np.concatenate([np.asarray(emb[keep], np.float32), view._emb[new]])
     ranked = np.concatenate([np.asarray(base.vectors[keep], np.float32), view._vec[new]])
-    return items, embeddings, ranked, removed, keep
+    return items, embeddings, ranked
 
 
-def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | None = None) -> CompactResult:
+def _removed(view) -> tuple[np.ndarray, dict]:
+    """(base rows that leave the live set, {base row: overlay row} of the patched ones, which keep their row)."""
+    excluded = view._excluded if view._excluded is not None else np.zeros(view.base.count, bool)
+    patched = {view._rows[r]["base_row"]: r for r in view._live_rows if view._rows[r].get("base_row") is not None}
+    removed = excluded.copy()
+    removed[list(patched)] = False
+    return removed, patched
+
+
+def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | None = None,
+            rebuild_share: float = REBUILD_SHARE) -> CompactResult:
     """Fold the pending changes of the published version into a new published version."""
     t0 = time.perf_counter()
     live = store_ or FaissRootStore(root)
@@ -109,11 +126,17 @@ def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | No
         base = view.base
         if not view.pending:
             return CompactResult("nothing_pending", base.version, base.version)
-        items, embeddings, ranked, removed, kept = _rows(view)
         manifest = dict(base.manifest)
-        new_rows = ranked[int(kept.sum()):]
+        removed, patched = _removed(view)
+        # HNSW and IVF keep deleted rows in place, masked, until they pass a share of the rows (FAISS HNSW
+        # cannot remove; an IVF refill costs the whole gallery); Flat drops them in place cheaply
+        tombstones = factory_kind(manifest.get("factory", "")) in ("HNSW", "IVF") and \
+            removed.sum() <= rebuild_share * base.count
+        items, embeddings, ranked = _rows(view, tombstones, removed, patched)
+        n_base = base.count if tombstones else int((~removed).sum())
         vdir = store.IndexRoot(base.root).version_dir(base.version)
-        index, how = _index(vdir, manifest, removed, kept, new_rows, ranked)
+        index, how = _index(vdir, manifest, removed, tombstones, ranked[:n_base], ranked[n_base:])
+        dead = removed if tombstones else np.zeros(n_base, bool)
         columns = build_columns(view._types, [it["metadata"] for it in items])
         version = new_version_name(live.root, manifest["fingerprint"])
         lineage, _ = lineage_of(base.manifest)
@@ -122,10 +145,13 @@ def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | No
                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         live={"lineage": list(lineage), "folded_seq": view.seq, "folded": view.pending,
                               "index": how})
-        result = CompactResult("compacted", version, base.version, view.pending, len(items),
-                               len(items) - int(kept.sum()), int(removed.sum()), how)
-        write_version(live.root, version, embeddings, items, index, manifest, {"version": version, "compaction":
-                      vars(result)}, ranked if composed else None, columns)
+        manifest["deleted_rows"] = int(dead.sum())
+        result = CompactResult("compacted", version, base.version, view.pending, len(items) - int(dead.sum()),
+                               len(items) - n_base, int(removed.sum()), how)
+        final = write_version(live.root, version, embeddings, items, index, manifest, {"version": version,
+                              "compaction": vars(result)}, ranked if composed else None, columns)
+        if dead.any():  # before publishing: a served version is never without its mask
+            write_deleted(final, np.concatenate([dead, np.zeros(len(items) - n_base, bool)]))
         with live.write_lock():
             live.publish(version)
             _trim(live, (version, *lineage), view.seq)

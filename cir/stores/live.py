@@ -102,8 +102,8 @@ class LiveView:
     @cached_property
     def fields(self) -> dict[str, dict]:
         """Types and facets over the live set (computed once per view)."""
-        if not self.changed:
-            return self.base.fields
+        if not self.n and not self.pending:
+            return self.base.fields  # (a compaction's masked rows are already left out of the manifest's)
         keep = np.ones(self.base.count, bool) if self._excluded is None else ~self._excluded
         base, over = self._base_columns, self._overlay_columns
         merged = {f: _concat(t, base.fields[f], keep, _take(over.fields[f], self._live_rows, self.n))

@@ -9,15 +9,38 @@ count and copying two small masks and one dict.
 
 from __future__ import annotations
 
+import io
 import time
+from pathlib import Path
 
 import numpy as np
 
+from cir.index_store import IndexRoot, IndexStoreError
+from cir.io import atomic_write_bytes
 from cir.stores.base import Delete, Patch, Upsert
 from cir.stores.changelog import Record
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata, check_types, merge_patch
 
 RECORD_KEYS = ("path", "width", "height", "sha256", "size")
+DELETED_FILE = "deleted.npy"  # rows of a compacted version that are deleted but still in its FAISS index
+
+
+def read_deleted(version_dir: Path, count: int) -> np.ndarray:
+    """The deleted-rows mask a compaction left in a version (all False when it has none)."""
+    path = version_dir / DELETED_FILE
+    if not path.is_file():
+        return np.zeros(count, bool)
+    mask = np.load(path)
+    if mask.shape != (count,):
+        raise IndexStoreError(f"{path} has {mask.shape[0]} rows, the version {count}")
+    return mask.astype(bool)
+
+
+def write_deleted(version_dir: Path, mask: np.ndarray) -> None:
+    """Persist a version's deleted-rows mask (atomically)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(mask, bool))
+    atomic_write_bytes(version_dir / DELETED_FILE, buf.getvalue())
 
 
 class Overlay:
@@ -33,7 +56,8 @@ class Overlay:
         self.alive = np.zeros(16, bool)
         self.n = 0
         self.by_id: dict[str, int] = {}  # live overlay row of each id
-        self.excluded = np.zeros(base.count, bool)  # base rows deleted, replaced or patched
+        # base rows deleted, replaced or patched; a compacted version's deleted rows to begin with
+        self.excluded = read_deleted(IndexRoot(base.root).version_dir(base.version), base.count)
         self.types = {name: info.get("type") for name, info in base.fields.items()}
         self.seq = folded_seq  # the last record applied
         self.pending = 0  # records applied (what compaction would fold)
