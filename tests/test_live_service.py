@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import io
 import json
 import os
+import threading
 import time
 
 import httpx
@@ -110,7 +112,6 @@ def test_bulk_ten_thousand_operations(server, world_index):  # noqa: F811
     ops = [{"op": "patch", "id": ids[i % 40], "metadata": {"rank": i}} for i in range(10_000)]
     ops += [{"op": "delete", "id": ids[45]}, {"op": "patch", "id": "nobody", "metadata": {}}, {"op": "bogus"},
             {"op": "upsert", "id": "b64", "image": "!!!"}]
-    import base64
     ops.append({"op": "upsert", "id": "bulk-new", "image": base64.b64encode(png(4)).decode(), "metadata": {"k": 1}})
     r = c.post("/items/bulk", json={"operations": ops})
     assert r.status_code == 200, r.text
@@ -162,3 +163,32 @@ def test_restart_second_server_and_compaction(server, root, world_index):  # noq
     view = FaissRootStore(root).open()
     assert view.version == out["version"] and view.item("kept")["metadata"] == {"colour": "umber"}
     assert os.path.getsize(root / "live" / "changes.log") < 200  # trimmed to a sequence mark
+
+
+def test_compaction_starts_on_its_own_and_searches_never_fail(root, world_index):  # noqa: F811
+    settings = server_settings(root, compact_pending=3, compact_age_s=0, compact_check_s=0.1)
+    with LiveServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60, headers=AUTH) as c:
+        first = c.get("/info").json()["index_version"]
+        failures, stop = [], False
+
+        def searching() -> None:
+            with httpx.Client(base_url=srv.url, timeout=60) as s:
+                while not stop:
+                    r = s.post("/search", data={"text": "a red shape", "k": 5})
+                    if r.status_code != 200 or len(r.json()["results"]) != 5:
+                        failures.append(r.text)
+
+        t = threading.Thread(target=searching)
+        t.start()
+        try:
+            for i in range(3):
+                assert c.patch(f"/items/{world_index['ids'][i]}", json={"colour": "slate"}).status_code == 200
+            deadline = time.time() + 30
+            while c.get("/info").json()["index_version"] == first and time.time() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop = True
+            t.join()
+        assert c.get("/info").json()["index_version"] != first and not failures
+        assert search_ids(c, text="x", k=10, filter='{"colour": "slate"}') != []
+        assert c.get(f"/items/{world_index['ids'][0]}").json()["metadata"]["colour"] == "slate"
