@@ -95,7 +95,7 @@ def _ops(rng, n: int, dim: int = 16) -> list:
     return [Upsert(f"n{i}", v, v, {"colour": "red", "i": i}) for i, v in enumerate(unit(rng, n, dim))]
 
 
-@pytest.mark.parametrize("damage", ["torn", "corrupt", "garbage"])
+@pytest.mark.parametrize("damage", ["torn", "corrupt", "garbage", "half_batch"])
 def test_a_torn_or_corrupt_tail_is_dropped_and_cut_off(tmp_path, caplog, damage):
     base = make_root(tmp_path / "root", n=20)
     rng = np.random.default_rng(0)
@@ -108,7 +108,7 @@ def test_a_torn_or_corrupt_tail_is_dropped_and_cut_off(tmp_path, caplog, damage)
     record = encode(Record(6, {"op": "upsert", "id": "half", "base": "v000001-base", "dim": 16, "metadata": {}},
                            vec, vec))
     with open(log, "ab") as fh:  # what a crash in the middle of an append leaves
-        fh.write({"torn": record[: len(record) // 2], "garbage": b"\x00" * 7,
+        fh.write({"torn": record[: len(record) // 2], "garbage": b"\x00" * 7, "half_batch": record,  # no "last"
                   "corrupt": record[:-3] + bytes(b ^ 0xFF for b in record[-3:])}[damage])
     reopened = FaissRootStore(base["root"])
     view = reopened.open()

@@ -3,6 +3,9 @@
     record  = MAGIC (4 bytes) | length u32 | crc32 u32 | seq u64 | payload (length bytes)
     payload = header length u32 | header JSON | float32 vectors (embedding, then the ranked vector)
 
+One write (one acknowledged batch of operations) is one or more records, the last marked
+`"last": true` in its header; a reader applies a batch only once it has that record.
+
 The CRC covers seq and payload. A record is appended with one write and fsync'ed (and the folder
 once, when the file is created) before the write it carries is acknowledged. Reading stops at
 the first record that is incomplete or fails its checksum: a writer holding the write lock
@@ -72,27 +75,41 @@ def _decode_payload(seq: int, payload: bytes) -> Record:
     return Record(seq, header, embedding, vector)
 
 
+def _next(data: bytes, pos: int) -> tuple[Record | None, int, str | None]:
+    """The record at `pos` and the offset after it, or (None, pos, what is wrong there)."""
+    if len(data) - pos < _FRAME.size:
+        return None, pos, "a torn record header"
+    magic, length, crc, seq = _FRAME.unpack_from(data, pos)
+    if magic != MAGIC or length > MAX_RECORD_BYTES:
+        return None, pos, "a corrupt record frame"
+    end = pos + _FRAME.size + length
+    if end > len(data):
+        return None, pos, "a torn record"
+    payload = data[pos + _FRAME.size:end]
+    if zlib.crc32(struct.pack("<Q", seq) + payload) != crc:
+        return None, pos, "a record failing its checksum"
+    try:
+        return _decode_payload(seq, payload), end, None
+    except (ValueError, UnicodeDecodeError, struct.error):
+        return None, pos, "an unreadable record"
+
+
 def read_records(data: bytes, start: int = 0) -> tuple[list[Record], int, str | None]:
-    """Complete, valid records in data[start:]: (records, offset after the last good one, why it stopped)."""
-    records, pos = [], start
+    """Complete batches of valid records in data[start:]: (records, offset after the last batch, why it stopped).
+
+    A batch (one acknowledged write) ends with a record marked `last`: the records of a batch
+    cut short by a crash are dropped together, so no write is ever half applied.
+    """
+    records, batch, pos, committed = [], [], start, start
     while pos < len(data):
-        if len(data) - pos < _FRAME.size:
-            return records, pos, "a torn record header"
-        magic, length, crc, seq = _FRAME.unpack_from(data, pos)
-        if magic != MAGIC or length > MAX_RECORD_BYTES:
-            return records, pos, "a corrupt record frame"
-        end = pos + _FRAME.size + length
-        if end > len(data):
-            return records, pos, "a torn record"
-        payload = data[pos + _FRAME.size:end]
-        if zlib.crc32(struct.pack("<Q", seq) + payload) != crc:
-            return records, pos, "a record failing its checksum"
-        try:
-            records.append(_decode_payload(seq, payload))
-        except (ValueError, UnicodeDecodeError, struct.error):
-            return records, pos, "an unreadable record"
-        pos = end
-    return records, pos, None
+        rec, pos, why = _next(data, pos)
+        if rec is None:
+            return records, committed, why
+        batch.append(rec)
+        if rec.header.get("last"):
+            records += batch
+            batch, committed = [], pos
+    return records, committed, "a batch without its last record" if batch else None
 
 
 def fsync_dir(path: Path) -> None:
@@ -147,6 +164,8 @@ class ChangeLog:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
+        records = [*records[:-1], Record(records[-1].seq, {**records[-1].header, "last": True},
+                                         records[-1].embedding, records[-1].vector)]
         data = b"".join(encode(r) for r in records)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -172,7 +191,8 @@ class ChangeLog:
         """Replace the log with `records` (after a compaction; holding the write lock), atomically."""
         tmp = self.dir / f".{LOG_FILE}.tmp"
         with open(tmp, "wb") as fh:
-            fh.write(b"".join(encode(r) for r in records))
+            # every record is acknowledged already: each is a batch of its own
+            fh.write(b"".join(encode(Record(r.seq, {**r.header, "last": True}, r.embedding, r.vector)) for r in records))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

@@ -130,13 +130,20 @@ class LiveView:
             b_scores, b_ids = self.base.search(q, k)
             per = [(b_scores[i], b_ids[i]) for i in range(len(q))]
         else:
-            per = [self.base.search_filtered(row, k, ~self._excluded) for row in q]
+            keep, packed = self._keep
+            per = [self.base.search_filtered(row, k, keep, packed) for row in q]
         out = [self._merge(s, ids, q[i], self._live_rows, k) for i, (s, ids) in enumerate(per)]
         width = max((len(ids) for _, ids in out), default=0)
         scores = np.full((len(q), width), -np.inf, np.float32)
         for i, (s, _) in enumerate(out):
             scores[i, : len(s)] = s
         return scores, [ids for _, ids in out]
+
+    @cached_property
+    def _keep(self) -> tuple[np.ndarray, tuple[int, np.ndarray]]:
+        """The base rows still live, and their (count, packed bits) for cir.index_search (once per view)."""
+        keep = ~self._excluded
+        return keep, (int(np.count_nonzero(keep)), np.packbits(keep, bitorder="little"))
 
     def search_where(self, query: np.ndarray, k: int, bound) -> tuple[np.ndarray, list[str]]:
         """Top-k of one query among the live items matching `bound` (a filter bound to `fields`)."""
