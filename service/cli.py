@@ -62,6 +62,12 @@ OPTIONS = [
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
     ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
+    ("--writes", "writes", str, "live writes (PUT/PATCH/DELETE /items): auto (unless another server of the root "
+                                "takes them: then read-only), on (else refuse to start) or off (default auto)"),
+    ("--compact-pending", "compact_pending", int, "compact when this many live changes are pending; 0 = never "
+                                                  "(default 10000)"),
+    ("--compact-age-s", "compact_age_s", float, "compact when the oldest pending change is this old; 0 = never "
+                                                "(default 3600)"),
 ]
 
 

@@ -22,7 +22,7 @@ from cir.errors import StoreError, error_text
 from cir.stores import FaissRootStore
 from cir.stores.compact import compact
 from service.auth import require_admin_key
-from service.items import ItemError
+from service.items import ERRORS, ItemError
 from service.swap import IndexLoadError, IndexManager
 from service.settings import Settings
 
@@ -129,7 +129,7 @@ async def stop(app) -> None:
                 pass
 
 
-@router.post("/admin/compact", dependencies=[Depends(require_admin_key)],
+@router.post("/admin/compact", dependencies=[Depends(require_admin_key)], responses=ERRORS,
              summary="Fold the pending live changes into a new published version now (in the background of serving)")
 async def admin_compact(request: Request):
     compactor = getattr(request.app.state, "compactor", None)

@@ -26,11 +26,13 @@ from cir.search import query as q
 from cir.search.ingest import image_size
 from cir.stores import Delete, Patch, Upsert, WriteResult
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata
+from service import schemas
 from service.auth import require_admin_key, require_read_key
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["items"])
 WRITE = [Depends(require_admin_key)]
+ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503, 507)}
 SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp"}
 BULK_OPS = ("upsert", "patch", "delete")
 
@@ -132,7 +134,7 @@ def _single(results: list[WriteResult], request: Request) -> dict:
     return _result(r, request.app.state.manager.engine.state.version)
 
 
-@router.put("/items/{item_id:anypath}", dependencies=WRITE,
+@router.put("/items/{item_id:anypath}", dependencies=WRITE, responses=ERRORS,
             summary="Insert or replace an item: an image (embedded now) and its metadata; searchable on return")
 async def put_item(request: Request, item_id: str,
                    image: UploadFile = File(None, description=f"the item's image ({FORMATS_TEXT}); optional "
@@ -154,7 +156,7 @@ async def put_item(request: Request, item_id: str,
     return _single(await _write(request, [op]), request)
 
 
-@router.patch("/items/{item_id:anypath}", dependencies=WRITE,
+@router.patch("/items/{item_id:anypath}", dependencies=WRITE, responses=ERRORS,
               summary="Merge metadata into an item (JSON merge: given fields replace, null removes); nothing re-embedded")
 async def patch_item(request: Request, item_id: str):
     item_id = _checked_id(item_id)
@@ -167,13 +169,13 @@ async def patch_item(request: Request, item_id: str):
     return _single(await _write(request, [Patch(item_id, patch)]), request)
 
 
-@router.delete("/items/{item_id:anypath}", dependencies=WRITE,
+@router.delete("/items/{item_id:anypath}", dependencies=WRITE, responses=ERRORS,
                summary="Remove an item from results, /images and reference_id at once (a missing id: 200, not_found)")
 async def delete_item(request: Request, item_id: str):
     return _single(await _write(request, [Delete(_checked_id(item_id))]), request)
 
 
-@router.get("/items/{item_id:anypath}", dependencies=[Depends(require_read_key)],
+@router.get("/items/{item_id:anypath}", dependencies=[Depends(require_read_key)], responses=ERRORS,
             summary="An item's metadata, image URL and the change (sequence number) that last wrote it")
 async def get_item(request: Request, item_id: str):
     _, engine = _engine(request)
@@ -212,7 +214,7 @@ async def _bulk_op(request: Request, raw) -> object:
         raise WriteRejected(str(exc), field="image") from None
 
 
-@router.post("/items/bulk", dependencies=WRITE,
+@router.post("/items/bulk", dependencies=WRITE, responses=ERRORS,
              summary="Many upserts (images in base64), patches and deletes in one request, each with its status")
 async def bulk(request: Request):
     settings = request.app.state.settings

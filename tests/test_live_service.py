@@ -192,3 +192,10 @@ def test_compaction_starts_on_its_own_and_searches_never_fail(root, world_index)
         assert c.get("/info").json()["index_version"] != first and not failures
         assert search_ids(c, text="x", k=10, filter='{"colour": "slate"}') != []
         assert c.get(f"/items/{world_index['ids'][0]}").json()["metadata"]["colour"] == "slate"
+
+
+def test_a_second_writer_is_refused_with_writes_on(server, root):
+    with pytest.raises(RuntimeError):
+        LiveServer(server_settings(root, writes="on")).__enter__()
+    _, c = server
+    assert put(c, "still-the-writer", png(8), {}).status_code == 200
