@@ -245,6 +245,10 @@ class LoadedIndex:
         row = self._query("SELECT row FROM items WHERE id = ?", (item_id,))
         return None if row is None else np.array(self._embeddings[row[0]], dtype=np.float32)
 
+    def row_embedding(self, row: int) -> np.ndarray:
+        """The stored unit image embedding of row `row`."""
+        return np.array(self._embeddings[row], dtype=np.float32)
+
     def close(self) -> None:
         """Release the sqlite connection (the index and mmaps go with the object)."""
         with self._lock:

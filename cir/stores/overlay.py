@@ -22,6 +22,7 @@ from cir.stores.changelog import Record
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata, check_types, merge_patch
 
 RECORD_KEYS = ("path", "width", "height", "sha256", "size")
+BASE_CACHE = 200_000  # base item records kept from lookups (then the cache starts over)
 DELETED_FILE = "deleted.npy"  # rows of a compacted version that are deleted but still in its FAISS index
 
 
@@ -62,6 +63,7 @@ class Overlay:
         self.seq = folded_seq  # the last record applied
         self.pending = 0  # records applied (what compaction would fold)
         self.oldest: float | None = None  # when the oldest pending record was applied here
+        self._base_items: dict[str, dict] = {}  # base records looked up (a patch reads one twice)
 
     # --- lookups ----------------------------------------------------------------------
     def current(self, item_id: str) -> tuple[dict, int | None, int | None] | None:
@@ -69,8 +71,15 @@ class Overlay:
         row = self.by_id.get(item_id)
         if row is not None:
             return self.rows[row], row, None
-        item = self.base.item(item_id)
-        if item is None or self.excluded[item["row"]]:
+        item = self._base_items.get(item_id)
+        if item is None:
+            item = self.base.item(item_id)  # the base never changes: a lookup stays true
+            if item is None:
+                return None
+            if len(self._base_items) >= BASE_CACHE:
+                self._base_items.clear()
+            self._base_items[item_id] = item
+        if self.excluded[item["row"]]:
             return None
         return item, None, item["row"]
 
@@ -98,8 +107,7 @@ class Overlay:
             del self.by_id[item_id]
             return self.emb[row].copy(), self.vec[row].copy(), record.get("base_row")
         self.excluded[base_row] = True
-        return (np.asarray(self.base.embedding(item_id), np.float32),
-                np.asarray(self.base.vectors[base_row], np.float32), base_row)
+        return self.base.row_embedding(base_row), np.asarray(self.base.vectors[base_row], np.float32), base_row
 
     def _append(self, record: dict, emb: np.ndarray, vec: np.ndarray) -> None:
         self._grow()
