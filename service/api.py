@@ -218,7 +218,7 @@ async def info(request: Request) -> schemas.Info:
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
-                        fields=m.get("fields") or {}, manifest=m, last_reload_error=manager_of(request).last_error)
+                        fields=state.index.fields, manifest=m, last_reload_error=manager_of(request).last_error)
 
 
 @router.get("/facets", response_model=schemas.Facets, tags=["search"], responses={503: {"model": schemas.ErrorBody}},
