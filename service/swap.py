@@ -73,6 +73,7 @@ class IndexManager:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._retiring: dict[asyncio.Task, IndexState] = {}
+        self._superseded: list[IndexState] = []  # older live snapshots of the served base, maybe still in use
 
     @property
     def ready(self) -> bool:
@@ -168,8 +169,10 @@ class IndexManager:
         if view is state.index:
             return
         if view.version == state.version:
-            # the same base version: the old snapshot holds nothing of its own to close
-            self.engine.swap(IndexState.of(view))
+            # the same base version: the old snapshot holds nothing of its own to close, but its
+            # queries must end before the base version is retired
+            old = self.engine.swap(IndexState.of(view))
+            self._superseded = [s for s in self._superseded if self.engine.in_flight(s)] + [old]
             return
         new = await asyncio.to_thread(self._check, view, view.version)
         self._retire(self.engine.swap(new))
@@ -180,7 +183,9 @@ class IndexManager:
         """Close a swapped-out version's index (its sqlite connection) once no query holds it."""
         async def close_when_idle() -> None:
             await asyncio.sleep(RETIRE_GRACE_S)
-            while self.engine.in_flight(old):
+            base = getattr(old.index, "base", old)
+            while self.engine.in_flight(old) or any(self.engine.in_flight(s) for s in self._superseded
+                                                    if getattr(s.index, "base", s) is base):
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(old.index.close)
             log.info("closed index version %s", old.version)
