@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import numpy as np
-from service_fixtures import copy_root, world_index  # noqa: F401
+from service_fixtures import API_KEY, LiveServer, copy_root, server_settings, world_index  # noqa: F401
 
 from cir.index_store import IndexRoot
 from cir.stores import FaissRootStore
@@ -80,3 +82,22 @@ def test_build_refuses_pending_changes_and_rollback_hides_them(world_index, tmp_
     view = FaissRootStore(root).open()
     assert view.count == 48 and not view.changed
     assert list((root / "live").glob("discarded-*.log"))
+
+
+def test_apply_next_to_a_running_writer_server(world_index, tmp_path):  # noqa: F811
+    root = copy_root(world_index, tmp_path / "root")
+    changes = tmp_path / "changes.jsonl"
+    with LiveServer(server_settings(root, compact_pending=0, compact_age_s=0)) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60, headers={"X-API-Key": API_KEY}) as c:
+        assert c.patch(f"/items/{world_index['ids'][0]}", json={"colour": "first"}).json()["change"] == 1
+        write_changes(changes, [{"op": "patch", "id": world_index["ids"][1], "metadata": {"colour": "from-cli"}},
+                                {"op": "delete", "id": world_index["ids"][2]}])
+        assert main(["apply", str(root), str(changes)]) == 0  # takes turns with the server on the write lock
+        deadline = time.time() + 10  # the server follows the log within its reload interval
+        while c.get(f"/items/{world_index['ids'][2]}").status_code != 404 and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.get(f"/items/{world_index['ids'][1]}").json()["metadata"]["colour"] == "from-cli"
+        assert c.get(f"/items/{world_index['ids'][2]}").status_code == 404
+        assert c.patch(f"/items/{world_index['ids'][3]}", json={"colour": "after"}).json()["change"] == 4
+    view = FaissRootStore(root).open()
+    assert view.seq == 4 and view.item(world_index["ids"][3])["metadata"]["colour"] == "after"
