@@ -95,10 +95,21 @@ async def _upsert(request: Request, item_id: str, data: bytes | None, metadata: 
         raise ItemError(415, "unsupported_image", f"the upload is not a {FORMATS_TEXT} image; nothing was written")
     embedding = await engine.embed_upload(data)
     vector = await engine.ranked_vector(embedding, metadata, state.manifest)
-    path = await asyncio.to_thread(manager.store.keep_image, data, SUFFIX[kind])
+    try:
+        path = await asyncio.to_thread(manager.store.keep_image, data, SUFFIX[kind])
+    except OSError as exc:
+        raise _disk_error(exc) from None
     width, height = image_size(data)
     return Upsert(item_id, embedding, vector, metadata, path=path, width=width, height=height,
                   sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def _disk_error(exc: OSError) -> ItemError:
+    """507 for a full disk, 503 for another failed write; reads are untouched either way."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    log.error("write not done: %s", error_text(exc))
+    return ItemError(507 if full else 503, "disk_full" if full else "write_failed",
+                     f"{'the disk is full' if full else 'the write failed'}: nothing was written; searches keep working")
 
 
 async def _write(request: Request, ops: list) -> list[WriteResult]:
@@ -109,11 +120,7 @@ async def _write(request: Request, ops: list) -> list[WriteResult]:
     except ReadOnlyStoreError as exc:
         raise ItemError(409, "read_only", str(exc)) from None
     except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        log.error("write not logged: %s", error_text(exc))
-        raise ItemError(507 if full else 503, "disk_full" if full else "write_failed",
-                        f"{'the disk is full' if full else 'the change log cannot be written'}: nothing was written; "
-                        "searches keep working") from None
+        raise _disk_error(exc) from None
     except StoreError as exc:
         raise ItemError(503, "store_error", error_text(exc, with_type=False)) from None
     if any(r.status == "ok" for r in results):

@@ -132,7 +132,9 @@ def test_full_disk_is_507_and_reads_go_on(server, monkeypatch, world_index):  # 
     monkeypatch.setattr(changelog.os, "write", full)
     r = c.patch(f"/items/{world_index['ids'][0]}", json={"colour": "grey"})
     assert r.status_code == 507 and r.json()["error"] == "disk_full"
+    assert put(c, "new-on-a-full-disk", png(9), {}).status_code == 507  # the image cannot be kept either
     monkeypatch.undo()
+    assert c.get("/items/new-on-a-full-disk").status_code == 404
     assert len(search_ids(c, text="a red shape", k=5)) == 5
     assert c.get(f"/items/{world_index['ids'][0]}").json()["metadata"].get("colour") != "grey"
     assert c.patch(f"/items/{world_index['ids'][0]}", json={"colour": "grey"}).status_code == 200
