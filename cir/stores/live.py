@@ -15,9 +15,9 @@ from functools import cached_property
 import numpy as np
 
 from cir.columns import Column, Columns, build_columns, describe
-from cir.index_search import exact_search
 from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES
 from cir.stores.overlay import Overlay
+from cir.stores.segments import overlay_topk
 
 
 def _empty_column(ftype: str, count: int) -> Column:
@@ -67,6 +67,7 @@ class LiveView:
         self._by_id = dict(overlay.by_id)
         self._excluded = overlay.excluded.copy() if overlay.excluded.any() else None
         self._types = dict(overlay.types)
+        self._segments, self._sealed = overlay.segments, overlay.sealed
         self.seq, self.pending = overlay.seq, overlay.pending
         self._live_rows = np.flatnonzero(self._alive)
         n_excluded = 0 if self._excluded is None else int(self._excluded.sum())
@@ -115,7 +116,7 @@ class LiveView:
         scores = list(base_scores[: len(base_ids)])
         ids = list(base_ids)
         if len(rows):
-            s, r = exact_search(self._vec, rows, query, min(k, len(rows)))
+            s, r = overlay_topk(self._vec, self._segments, self._sealed, rows, query, min(k, len(rows)))
             scores += list(s)
             ids += [self._rows[i]["id"] for i in r]
         order = np.argsort(-np.asarray(scores, np.float32), kind="stable")[:k]

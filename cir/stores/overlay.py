@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cir.index_factory import factory_kind
 from cir.index_store import IndexRoot, IndexStoreError
+from cir.stores import segments
 from cir.io import atomic_write_bytes
 from cir.stores.base import Delete, Patch, Upsert
 from cir.stores.changelog import Record
@@ -64,6 +66,12 @@ class Overlay:
         self.pending = 0  # records applied (what compaction would fold)
         self.oldest: float | None = None  # when the oldest pending record was applied here
         self._base_items: dict[str, dict] = {}  # base records looked up (a patch reads one twice)
+        # HNSW/IVF versions: overlay rows are sealed into small graphs (cir.stores.segments); Flat: scanned
+        exact = factory_kind(base.manifest.get("factory", "")) in ("Flat", None)
+        self.segment_rows = None if exact else segments.SEGMENT_ROWS
+        self.ef = int((base.manifest.get("search_params") or {}).get("efSearch") or segments.DEFAULT_EF_SEARCH)
+        self.segments: list[segments.Segment] = []  # replaced, never changed: views keep the list they saw
+        self.sealed = 0
 
     # --- lookups ----------------------------------------------------------------------
     def current(self, item_id: str) -> tuple[dict, int | None, int | None] | None:
@@ -116,6 +124,9 @@ class Overlay:
         self.rows.append(record)
         self.by_id[record["id"]] = self.n
         self.n += 1
+        if self.segment_rows and self.n - self.sealed >= self.segment_rows:
+            self.segments = [*self.segments, segments.seal(self.vec, self.sealed, self.n, self.ef)]
+            self.sealed = self.n
 
     def apply(self, rec: Record) -> None:
         """Apply one logged change (a replayed or just-appended record)."""
