@@ -65,3 +65,7 @@ class InvalidFilterError(QueryError):
     def __init__(self, field: str | None, reason: str):
         self.field, self.reason = field, reason
         super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
+
+
+class OutputError(StoreError):
+    """An index root cannot be written (unwritable, locked, inconsistent, full)."""

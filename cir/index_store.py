@@ -216,15 +216,17 @@ class LoadedIndex:
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return scores, ids
 
-    def search_filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Top-k of one query among the rows where `mask` is true (cir.index_search's plan); (scores, ids)."""
+    def search_filtered(self, query: np.ndarray, k: int, mask: np.ndarray, packed=None) -> tuple[np.ndarray, list[str]]:
+        """Top-k of one query among the rows where `mask` is true (cir.index_search's plan; `packed`: its
+        precomputed (count, bits)); (scores, ids)."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.manifest["dim"]:
             raise ValueError(f"query dim {q.shape[0]} != index dim {self.manifest['dim']}")
         scores, rows, _ = filtered_search(self.index, self.vectors, q, k, mask,
                                           factory=self.manifest.get("factory", ""),
                                           rerank=int(self.manifest.get("rerank") or 0),
-                                          on_gpu=self.gpu_resources is not None, exact_max=self.exact_max)
+                                          on_gpu=self.gpu_resources is not None, exact_max=self.exact_max,
+                                          packed=packed)
         return scores, [self.ids[r] for r in rows]
 
     @property
@@ -264,6 +266,10 @@ class LoadedIndex:
         """The stored unit image embedding of an item, or None."""
         row = self._query("SELECT row FROM items WHERE id = ?", (item_id,))
         return None if row is None else np.array(self._embeddings[row[0]], dtype=np.float32)
+
+    def row_embedding(self, row: int) -> np.ndarray:
+        """The stored unit image embedding of row `row`."""
+        return np.array(self._embeddings[row], dtype=np.float32)
 
     def close(self) -> None:
         """Release the sqlite connection (the index and mmaps go with the object)."""

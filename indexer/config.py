@@ -51,6 +51,7 @@ class BuildConfig:
     item_alpha: float | None = None
     progress: bool = True
     max_skipped: str | None = None  # "N" files or "P%" of the gallery (indexer.skips); None: no limit
+    discard_live_changes: bool = False  # build although ROOT has live changes not folded into a version
 
     def __post_init__(self):
         if self.factory != "auto":

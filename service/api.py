@@ -185,8 +185,8 @@ def info_of(request: Request, manager: IndexManager) -> schemas.Info:
                         count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
-                        fields=m.get("fields") or {}, manifest=public_manifest(m),
-                        display_fields=display.display_fields(settings.display_fields, m.get("fields") or {}),
+                        fields=state.index.fields, manifest=public_manifest(m),
+                        display_fields=display.display_fields(settings.display_fields, state.index.fields),
                         background=display.background_message(settings),
                         last_reload_error=public_text(settings, manager.last_error))
 
@@ -194,7 +194,7 @@ def info_of(request: Request, manager: IndexManager) -> schemas.Info:
 def facets_of(request: Request, manager: IndexManager) -> schemas.Facets:
     """GET /facets of one gallery."""
     state = ready_engine(request, manager).state
-    return schemas.Facets(index_version=state.version, count=state.count, fields=state.manifest.get("fields") or {})
+    return schemas.Facets(index_version=state.version, count=state.count, fields=state.index.fields)
 
 
 @router.get("/info", response_model=schemas.Info, tags=["ops"], responses=READ_ERRORS, dependencies=READ,

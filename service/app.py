@@ -24,7 +24,7 @@ from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api, browse, collections
+from service import api, browse, collections, compaction, items
 from service.auth import access_summary
 from service.faults import InternalErrorMiddleware, known_paths
 from service.galleries import make_managers
@@ -129,8 +129,11 @@ def _lifespan(settings: Settings, metrics: Metrics):
             app.state.manager = next(iter(managers.values()))  # the first: today's top-level routes
             for manager in managers.values():
                 await manager.start()
+            # live writes and compaction: the first gallery's (the /items routes)
+            await compaction.start(app, app.state.manager, settings)
             yield
         finally:
+            await compaction.stop(app)
             for manager in managers.values():
                 await manager.stop()
             if own_thumbs:
@@ -152,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(browse.router)
     app.include_router(collections.router)
+    items.install(app)
+    app.include_router(compaction.router)
     install_openapi(app)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
@@ -162,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        body_timeout_s=settings.body_timeout_s, deadline_s=settings.request_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"], allow_headers=["*"])
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     app.add_middleware(InternalErrorMiddleware)  # outermost: a bug anywhere is a JSON 500 (metrics count it)
     return app

@@ -74,6 +74,12 @@ OPTIONS = [
      "a JSON file {\"message\": ...} that a background job (the demo's TAT run) keeps up to date: shown by /info "
      "and the page"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
+    ("--writes", "writes", str, "live writes (PUT/PATCH/DELETE /items): auto (unless another server of the root "
+                                "takes them: then read-only), on (else refuse to start) or off (default auto)"),
+    ("--compact-pending", "compact_pending", int, "compact when this many live changes are pending; 0 = never "
+                                                  "(default 10000)"),
+    ("--compact-age-s", "compact_age_s", float, "compact when the oldest pending change is this old; 0 = never "
+                                                "(default 3600)"),
 ]
 
 

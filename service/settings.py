@@ -73,6 +73,12 @@ class Settings(BaseSettings):
                                                          "price when the index has them, else its first 3 fields)")
     status_file: Path | None = Field(None, description="a JSON file {\"message\": ...} a background job keeps "
                                                        "up to date; /info and the page show its message")
+    writes: str = Field("auto", description="live writes (PUT/PATCH/DELETE /items): auto (take them unless another "
+                                            "server of the root does), on (refuse to start otherwise) or off")
+    max_bulk_ops: int = Field(100_000, ge=1, description="most operations in one POST /items/bulk")
+    compact_pending: int = Field(10_000, ge=0, description="compact when this many live changes are pending (0: never)")
+    compact_age_s: float = Field(3600.0, ge=0, description="compact when the oldest pending change is this old (0: never)")
+    compact_check_s: float = Field(5.0, gt=0, description="how often the compaction thresholds are checked")
 
     @field_validator("default_fusion")
     @classmethod
@@ -94,6 +100,13 @@ class Settings(BaseSettings):
         if self.index_name in self.collections:
             raise ValueError(f"collection name {self.index_name!r} is given twice")
         return self
+
+    @field_validator("writes")
+    @classmethod
+    def _known_writes(cls, value: str) -> str:
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"writes must be auto, on or off, got {value!r}")
+        return value
 
     @field_validator("api_key", "read_api_key")
     @classmethod

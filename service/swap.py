@@ -77,6 +77,7 @@ class IndexManager:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._retiring: dict[asyncio.Task, IndexState] = {}
+        self._superseded: list[IndexState] = []  # older live snapshots of the served base, maybe still in use
 
     @property
     def ready(self) -> bool:
@@ -137,6 +138,8 @@ class IndexManager:
                 return ReloadOutcome("no_version", running, running)
             if not force and version == running:
                 self.last_error = None  # CURRENT names what is served: any earlier failure is over
+                if await asyncio.to_thread(self.store.refresh):  # writes another process logged
+                    await self._serve_latest()
                 return ReloadOutcome("unchanged", running, running)
             if not force and version == self.failed_version:
                 return ReloadOutcome("unchanged", running, running)
@@ -150,8 +153,8 @@ class IndexManager:
             elif self._pending_encoder is not None:  # a version of another model or adapter
                 await self._replace_engine(state)
             old = self.engine.swap(state)
-            if old is not None:
-                self._retire(old)
+            if old is not None and getattr(old.index, "base", old) is not getattr(state.index, "base", state):
+                self._retire(old)  # (a newer snapshot of the same base version shares its files: nothing to close)
             self.failed_version, self.last_error = None, None
             log.info("serving index version %s (%d items, loaded in %.2f s; was %s)",
                      version, state.count, time.perf_counter() - t0, running)
@@ -179,11 +182,36 @@ class IndexManager:
         self._retiring[task] = previous.state
         task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
+    async def refresh_live(self) -> None:
+        """Serve the store's latest live view now: after a write is logged, before it is acknowledged."""
+        async with self._lock:
+            if self.ready:
+                await self._serve_latest()
+
+    async def _serve_latest(self) -> None:
+        """Swap in the published version's newest view (holding the lock); a new version retires the old one."""
+        state = self.engine.state
+        view = await asyncio.to_thread(self.store.open)
+        if view is state.index:
+            return
+        if view.version == state.version:
+            # the same base version: the old snapshot holds nothing of its own to close, but its
+            # queries must end before the base version is retired
+            old = self.engine.swap(IndexState.of(view))
+            self._superseded = [s for s in self._superseded if self.engine.in_flight(s)] + [old]
+            return
+        new = await asyncio.to_thread(self._check, view, view.version)
+        self._retire(self.engine.swap(new))
+        if self.on_swap is not None:
+            self.on_swap(new)
+
     def _retire(self, old: IndexState) -> None:
         """Close a swapped-out version's index (its sqlite connection) once no query holds it."""
         async def close_when_idle() -> None:
             await asyncio.sleep(RETIRE_GRACE_S)
-            while self.engine.in_flight(old):
+            base = getattr(old.index, "base", old)
+            while self.engine.in_flight(old) or any(self.engine.in_flight(s) for s in self._superseded
+                                                    if getattr(s.index, "base", s) is base):
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(old.index.close)
             log.info("closed index version %s", old.version)

@@ -13,7 +13,7 @@ from cir import index_store as store
 from cir.columns import build_columns, describe
 from cir.metadata import infer_types
 from indexer.factory import build_index
-from indexer.versions import write_version
+from cir.versioning import write_version
 
 HOSTILE = "na'me\"; DROP TABLE items;--"
 COLOURS = ["red", "blue", "green", "O'Brien", "Robert'); DROP TABLE items;--", "ünïcødé ✓"]

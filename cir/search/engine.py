@@ -28,6 +28,7 @@ from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.holds import Holds
 from cir.search.paging import Window, merge, page, search_levels
+from cir.search.ingest import IngestMixin
 from cir.search.query import (ONE_SIDED_ALPHA, BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan,
                               Query, SearchResult, UnknownReferenceError, UnsupportedImageError, effective_fusion)
 
@@ -41,7 +42,7 @@ def _longest(timings: dict[str, float], **seconds: float) -> None:
         timings[key] = max(timings[key], value)
 
 
-class SearchEngine:
+class SearchEngine(IngestMixin):
     """Answers composed queries against the current index with one encoder."""
 
     def __init__(self, encoder, *, max_pixels: int, max_batch: int = 32, batch_wait_s: float = 0.002,

@@ -1,4 +1,4 @@
-"""Writing, verifying, publishing and pruning versions under an index root."""
+"""Writing, verifying, publishing and pruning versions under an index root (`cir index build` and compaction)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import numpy as np
 from cir import index_store as store
 from cir.columns import COLUMNS_DIR, Columns, write_columns
 from cir.io import atomic_write_json
+from cir.errors import OutputError
 from cir.version_names import record_pruned
-from indexer.errors import OutputError
 
 log = logging.getLogger(__name__)
 
