@@ -48,7 +48,7 @@ def put(c, item_id: str, data: bytes | None, metadata: dict | str | None = None,
 
 
 def search_ids(c, **form) -> list[str]:
-    r = c.post("/search", data=form)
+    r = c.post("/search", data={"keep_references": "true", **form})  # a hit may be its own reference here
     assert r.status_code == 200, r.text
     return [h["id"] for h in r.json()["results"]]
 
