@@ -20,3 +20,7 @@ class StoreError(RuntimeError):
 
 class ReadOnlyStoreError(StoreError):
     """The store (or this process's handle on it) does not take writes."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server cannot be reached or timed out: transient, retried (HTTP 503)."""

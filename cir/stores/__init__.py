@@ -12,8 +12,9 @@ from pathlib import Path
 from cir.errors import ReadOnlyStoreError, StoreError
 from cir.stores.base import Delete, GalleryStore, GalleryView, Operation, Patch, Upsert, WriteResult, check_encoder
 from cir.stores.faiss_root import FaissRootStore
+from cir.stores.milvus import MilvusStore  # pymilvus itself loads on first connection
 
-__all__ = ["Delete", "FaissRootStore", "GalleryStore", "GalleryView", "Operation", "Patch", "ReadOnlyStoreError", "StoreError",
+__all__ = ["Delete", "FaissRootStore", "MilvusStore", "GalleryStore", "GalleryView", "Operation", "Patch", "ReadOnlyStoreError", "StoreError",
            "Upsert", "WriteResult", "check_encoder", "is_remote", "open_store"]
 
 REMOTE_SCHEMES = ("milvus://", "milvuss://")
@@ -27,5 +28,5 @@ def is_remote(spec: str | Path) -> bool:
 def open_store(spec: str | Path, **options) -> GalleryStore:
     """The store at `spec`: an index root folder, or a milvus:// URL."""
     if is_remote(spec):
-        raise StoreError(f"unsupported store {str(spec).split('://')[0]}:// (this build has no Milvus store)")
+        return MilvusStore(str(spec), **{k: v for k, v in options.items() if k == "timeout_s"})
     return FaissRootStore(spec, **options)
