@@ -7,6 +7,7 @@ import hmac
 import mimetypes
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -146,7 +147,11 @@ async def search(
                     negative_weight=negative_weight, filter=parse_filter(filter))
     result = await engine.search(query)
     request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated)
-    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length))
+    body = q.result_dict(result, engine.encoder.text_max_length)
+    if settings.image_url_template:  # images served by a CDN or object store instead of /images
+        for hit in body["results"]:
+            hit["image_url"] = settings.image_url_template.replace("{id}", quote(hit["id"], safe=""))
+    return schemas.SearchResponse(**body)
 
 
 class _AnyPath(Convertor):
@@ -214,8 +219,9 @@ async def info(request: Request) -> schemas.Info:
     engine = ready_engine(request)
     state, enc = engine.state, engine.encoder
     m = state.manifest
+    count = await asyncio.to_thread(lambda: state.count)  # a remote store may count over the network
     return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
-                        runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=state.count, factory=m.get("factory"),
+                        runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version, count=count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
                         fields=m.get("fields") or {}, manifest=m, last_reload_error=manager_of(request).last_error)
@@ -225,7 +231,9 @@ async def info(request: Request) -> schemas.Info:
             summary="The metadata fields a filter can use: types, facet values with counts, min and max")
 async def facets(request: Request) -> schemas.Facets:
     state = ready_engine(request).state
-    return schemas.Facets(index_version=state.version, count=state.count, fields=state.manifest.get("fields") or {})
+    # from the view: a Milvus collection counts its facets live (cached briefly), a FAISS version reads its manifest
+    fields, count = await asyncio.to_thread(lambda: (state.index.fields, state.count))
+    return schemas.Facets(index_version=state.version, count=count, fields=fields or {})
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics",

@@ -9,7 +9,7 @@ import sys
 from pydantic import ValidationError
 
 # Light imports only: the parser is built, and --help answered, before torch and FastAPI load.
-from cir.defaults import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA, is_remote_store
 from service.settings import Settings
 
 DESCRIPTION = """\
@@ -24,7 +24,11 @@ The API key (for /admin/reload) is read from CIR_API_KEY only, so it never shows
 
 # (flag, settings field, type, help)
 OPTIONS = [
-    ("--index", "index", str, "index root holding CURRENT and versions/ (required)"),
+    ("--index", "index", str, "index root holding CURRENT and versions/ (this or --store is required)"),
+    ("--store", "store", str, "the gallery store instead of --index: milvus://HOST:PORT/NAME (milvuss:// for TLS; "
+                              "token from CIR_MILVUS_TOKEN, never a flag) or an index root"),
+    ("--image-url-template", "image_url_template", str,
+     "results' image_url from this template, e.g. https://cdn.example/{id} (default: this server's /images/{id})"),
     ("--wait-for-index", "wait_for_index", bool,
      "start even if the index root has no published version (or does not exist) yet, unready until one is"),
     ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
@@ -93,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         errors = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"] for e in exc.errors())
         print(f"cir serve: error: {errors}", file=sys.stderr)
         return 2
-    if settings.index is None:
-        print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
+    if settings.store_location is None:
+        print("cir serve: error: no index root: pass --index ROOT (or --store milvus://HOST:PORT/NAME) or set "
+              "CIR_INDEX", file=sys.stderr)
         return 2
     # Heavy (faiss, torch): the index check imports the service's loader, after parsing.
     from service.swap import unpublished_reason  # noqa: PLC0415
 
-    if not settings.wait_for_index and (reason := unpublished_reason(settings.index)):
+    # A server store (Milvus) is asked at start-up, where an outage means "not ready, retrying".
+    remote = is_remote_store(settings.store_location)
+    if not settings.wait_for_index and not remote and (reason := unpublished_reason(settings.store_location)):
         print(f"cir serve: error: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

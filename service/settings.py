@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cir.defaults import FUSIONS
+from cir.defaults import FUSIONS, is_remote_store
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 
@@ -19,6 +19,10 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True)
 
     index: Path | None = Field(None, description="index root (holds CURRENT and versions/)")
+    store: str | None = Field(None, description="the gallery store instead of --index: an index root, or "
+                                                "milvus://HOST:PORT/NAME (token from CIR_MILVUS_TOKEN)")
+    image_url_template: str | None = Field(None, description="results' image_url from this template, e.g. "
+                                                             "https://cdn.example/{id} (default: /images/{id})")
     wait_for_index: bool = Field(False, description="start unready on a root with no published version "
                                                     "(or no folder yet) and serve the first one published")
     model: str | None = Field(None, description="model override; default: the model in the index manifest")
@@ -61,6 +65,20 @@ class Settings(BaseSettings):
         if value not in FUSIONS:
             raise ValueError(f"unknown fusion {value!r}; choose one of {', '.join(FUSIONS)}")
         return value
+
+    @field_validator("image_url_template")
+    @classmethod
+    def _template_names_id(cls, value: str | None) -> str | None:
+        if value is not None and "{id}" not in value:
+            raise ValueError("the image URL template must contain {id}, e.g. https://cdn.example/{id}")
+        return value or None
+
+    @property
+    def store_location(self) -> str | Path | None:
+        """Where the gallery lives: --store (a milvus:// URL or a folder), else the --index root."""
+        if self.store is None:
+            return self.index
+        return self.store if is_remote_store(self.store) else Path(self.store)
 
     @field_validator("api_key")
     @classmethod

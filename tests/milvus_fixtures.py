@@ -11,7 +11,19 @@ import os
 import signal
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
+
+from cir import index_store as store
+from cir.columns import build_columns, describe
+from cir.fusion import l2_normalize
+from cir.metadata import infer_types
+from filter_fixtures import random_metadata
+from indexer.factory import build_index
+from indexer.versions import write_version
+
+DIM = 16
+FLAT = {"index_type": "FLAT", "params": {}}
 
 _names = itertools.count()
 
@@ -21,6 +33,25 @@ def unavailable(reason: str):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"Milvus tests cannot run on CI: {reason}", pytrace=False)
     pytest.skip(f"no Milvus server: {reason}")
+
+
+def faiss_version(root, seed: int = 0, n: int = 400, composed: bool = False, version: str = "v000001-test"):
+    """A published FAISS Flat version with random unit vectors and random typed metadata."""
+    rng = np.random.default_rng(seed)
+    emb = l2_normalize(rng.normal(size=(n, DIM)).astype(np.float32))
+    ranked = l2_normalize(emb + rng.normal(size=(n, DIM)).astype(np.float32)) if composed else None
+    metas = random_metadata(n, seed)
+    columns = build_columns(infer_types(enumerate(metas, 1)), metas)
+    built = build_index(emb if ranked is None else ranked, "Flat")
+    items = [{"id": f"item{i}", "path": f"/gallery/{i}.png", "width": 8, "height": 6, "sha256": f"h{i % 50}",
+              "size": 10 + i, "mtime_ns": 1, "metadata": m} for i, m in enumerate(metas)]
+    manifest = {"format": 1, "version": version, "dim": DIM, "count": n, "metric": "ip", "factory": built.factory,
+                "search_params": built.search_params, "rerank": built.rerank, "fingerprint": "test-fp",
+                "model": "toy", "adapter": None, "default_alpha": 0.7, "fields": describe(columns),
+                "index_vectors": store.INDEX_VECTORS_FILE if composed else store.EMBEDDINGS_FILE}
+    write_version(root, version, emb, items, built.index, manifest, {}, ranked, columns)
+    store.IndexRoot(root).publish(version)
+    return store.load_version(root, version), emb, (emb if ranked is None else ranked), metas
 
 
 @dataclass

@@ -7,38 +7,14 @@ import random
 import numpy as np
 import pytest
 
-from cir import index_store as store
-from cir.columns import build_columns, describe
 from cir.filters import parse_filter
 from cir.fusion import l2_normalize
-from cir.metadata import infer_types
 from cir.stores import Delete, Patch, Upsert, open_store
 from cir.stores.milvus_sync import sync_version
-from filter_fixtures import brute_force, random_filter, random_metadata
-from indexer.factory import build_index
-from indexer.versions import write_version
+from filter_fixtures import brute_force, random_filter
+from milvus_fixtures import DIM, FLAT, faiss_version
 
-DIM, N = 16, 400
-FLAT = {"index_type": "FLAT", "params": {}}
-
-
-def faiss_version(root, seed: int = 0, n: int = N, composed: bool = False, version: str = "v000001-test"):
-    """A published FAISS Flat version with random unit vectors and random typed metadata."""
-    rng = np.random.default_rng(seed)
-    emb = l2_normalize(rng.normal(size=(n, DIM)).astype(np.float32))
-    ranked = l2_normalize(emb + rng.normal(size=(n, DIM)).astype(np.float32)) if composed else None
-    metas = random_metadata(n, seed)
-    columns = build_columns(infer_types(enumerate(metas, 1)), metas)
-    built = build_index(emb if ranked is None else ranked, "Flat")
-    items = [{"id": f"item{i}", "path": f"/gallery/{i}.png", "width": 8, "height": 6, "sha256": f"h{i % 50}",
-              "size": 10 + i, "mtime_ns": 1, "metadata": m} for i, m in enumerate(metas)]
-    manifest = {"format": 1, "version": version, "dim": DIM, "count": n, "metric": "ip", "factory": built.factory,
-                "search_params": built.search_params, "rerank": built.rerank, "fingerprint": "test-fp",
-                "model": "toy", "adapter": None, "default_alpha": 0.7, "fields": describe(columns),
-                "index_vectors": store.INDEX_VECTORS_FILE if composed else store.EMBEDDINGS_FILE}
-    write_version(root, version, emb, items, built.index, manifest, {}, ranked, columns)
-    store.IndexRoot(root).publish(version)
-    return store.load_version(root, version), emb, (emb if ranked is None else ranked), metas
+N = 400
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 import weakref
 from typing import Iterator, Sequence
 
@@ -36,6 +37,12 @@ def _transient(exc: BaseException) -> bool:
     return any(word in text for word in _TRANSIENT)
 
 
+def _message(exc: BaseException) -> str:
+    """pymilvus's own message (its str() repeats a gRPC dump), on one line and short."""
+    text = " ".join(str(getattr(exc, "message", None) or error_text(exc, False)).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class MilvusStore(GalleryStore):
     """A gallery in Milvus: versions are complete collections, the alias is the published one."""
 
@@ -55,10 +62,11 @@ class MilvusStore(GalleryStore):
             except ImportError as exc:
                 raise StoreError("the Milvus store needs pymilvus: pip install 'cir[milvus]'") from exc
             try:
+                # its own connection: pymilvus shares one per address, which a close() elsewhere would end
                 self._client = MilvusClient(uri=self.location.uri, token=os.environ.get("CIR_MILVUS_TOKEN", ""),
-                                            timeout=self.timeout_s)
+                                            timeout=self.timeout_s, alias=f"cir-{uuid.uuid4().hex}")
             except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for a refused dial
-                raise StoreUnavailableError(f"cannot reach {self.location}: {error_text(exc, False)}") from exc
+                raise StoreUnavailableError(f"cannot reach {self.location}: {_message(exc)}") from exc
         return self._client
 
     def call(self, method: str, *args, **kwargs):
@@ -71,7 +79,7 @@ class MilvusStore(GalleryStore):
             raise
         except Exception as exc:  # noqa: BLE001 - pymilvus and grpc raise many types
             cls = StoreUnavailableError if _transient(exc) else StoreError
-            raise cls(f"Milvus {method} on {self.location}: {error_text(exc, False)}") from exc
+            raise cls(f"Milvus {method} on {self.location}: {_message(exc)}") from exc
 
     def scan(self, collection: str, fields: list[str], expr: str = "", batch: int = 4096) -> Iterator[list[dict]]:
         """Every row's `fields` (and id), in batches, by primary-key paging (Strong)."""
@@ -91,6 +99,8 @@ class MilvusStore(GalleryStore):
 
     # --- versions ----------------------------------------------------------------------------
     def _alias_target(self) -> str | None:
+        if not self.call("has_collection", self.location.name):  # resolves aliases; no error logged when absent
+            return None
         try:
             return self.call("describe_alias", self.location.name)["collection_name"]
         except StoreUnavailableError:
@@ -131,12 +141,9 @@ class MilvusStore(GalleryStore):
         return [v for v in names if self.manifest(v) is not None]
 
     def unpublished_reason(self) -> str | None:
-        """Why there is nothing to serve (server down, no alias), or None."""
-        try:
-            if self.current_version() is not None:
-                return None
-        except StoreUnavailableError as exc:
-            return str(exc)
+        """Why there is nothing to serve (no alias), or None; StoreUnavailableError while the server is down."""
+        if self.current_version() is not None:
+            return None
         return (f"{self.location} has no published version (no alias {self.location.name!r}): build one with "
                 f"`cir index build --store {self.location} ...`")
 

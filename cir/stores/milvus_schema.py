@@ -93,9 +93,9 @@ def field_columns(types: dict[str, str]) -> dict[str, dict]:
     """Gallery field -> {"type", "field", "flag"}: generated Milvus names, in a stable order."""
     out = {}
     for i, (name, ftype) in enumerate(sorted(types.items())):
-        if ftype == OBJECT:
-            continue  # stored in `metadata`, never filtered
-        out[name] = {"type": ftype, "field": f"f{i:04d}", "flag": None if ftype == TAGS else f"h{i:04d}"}
+        # an object field is stored in `metadata` and never filtered: only its flag (for the facet count)
+        out[name] = {"type": ftype, "field": None if ftype == OBJECT else f"f{i:04d}",
+                     "flag": None if ftype == TAGS else f"h{i:04d}"}
     return out
 
 
@@ -114,6 +114,9 @@ def make_schema(client, dim: int, columns: dict[str, dict], with_embedding: bool
         s.add_field(name, DataType.INT64)
     for info in columns.values():
         ftype = info["type"]
+        if ftype == OBJECT:
+            s.add_field(info["flag"], DataType.BOOL)
+            continue
         if ftype == TAGS:
             s.add_field(info["field"], DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
                         max_length=MAX_TEXT)
@@ -130,7 +133,7 @@ def scalar_index_params(client, columns: dict[str, dict], index: dict):
     params.add_index("vector", index_type=index["index_type"], metric_type="IP", params=index.get("params") or {})
     params.add_index("sha256", index_type="", index_name="sha256_idx")  # "" = the server's default scalar index
     for info in columns.values():
-        if info["type"] not in (TAGS, BOOLEAN):  # Milvus 2.3 indexes no ARRAY or BOOL field
+        if info["type"] not in (TAGS, BOOLEAN, OBJECT):  # Milvus 2.3 indexes no ARRAY or BOOL field
             params.add_index(info["field"], index_type="", index_name=f"{info['field']}_idx")
     return params
 
@@ -173,6 +176,9 @@ def item_row(record: dict, vector: np.ndarray, embedding: np.ndarray | None, col
     for name, info in columns.items():
         value = meta.get(name)
         present = value is not None and value != []
+        if info["type"] == OBJECT:
+            row[info["flag"]] = value is not None
+            continue
         typed = _typed(name, info, value) if present else None
         if info["type"] == TAGS:
             row[info["field"]] = list(typed or [])

@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from cir.metadata import BOOLEAN, STRING, TAGS, TIME_TYPES, format_epoch
+from cir.metadata import BOOLEAN, OBJECT, STRING, TAGS, TIME_TYPES, format_epoch
 from cir.stores.milvus_expr import literal, to_expression
 from cir.stores.milvus_schema import RECORD_FIELDS, row_record
 
@@ -182,6 +182,8 @@ def _observe(counter: Counter, ranges: dict, name: str, info: dict, row: dict) -
     if not row.get(info["flag"]):
         return
     counter["\0present"] += 1
+    if info["type"] == OBJECT:
+        return
     if info["type"] in (STRING, BOOLEAN):
         counter[value] += 1
     else:
