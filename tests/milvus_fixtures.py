@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,12 +56,64 @@ def faiss_version(root, seed: int = 0, n: int = 400, composed: bool = False, ver
     return store.load_version(root, version), emb, (emb if ranked is None else ranked), metas
 
 
+class Forwarder:
+    """A TCP relay on a fixed port to the server's current port.
+
+    A restarted Milvus may have to take another port (the old one lingers in TIME_WAIT after a
+    kill -9); clients keep dialling this one, as they keep dialling a cluster's load balancer.
+    """
+
+    def __init__(self, target: int):
+        self.target = target
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                client.close()  # Milvus is down: the client sees a refused connection
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class MilvusServer:
     """The session's server: `url(name)` is a fresh gallery location on it."""
 
     server: object
-    port: int
+    forwarder: Forwarder
+
+    @property
+    def port(self) -> int:
+        """The port clients dial (the relay's)."""
+        return self.forwarder.port
 
     def url(self, prefix: str = "g") -> str:
         """A milvus:// location of a gallery name no other test uses."""
@@ -73,9 +127,9 @@ class MilvusServer:
         self.server.stop()
 
     def start(self) -> None:
-        """Start the server again on the same data and port."""
-        self.server.listen_port = self.port
+        """Start the server again on the same data (its port may change; the relay follows it)."""
         self.server.start()
+        self.forwarder.target = self.server.listen_port
 
 
 @pytest.fixture(scope="session")
@@ -90,13 +144,18 @@ def milvus_server(tmp_path_factory):
     except ImportError as exc:
         unavailable(f"pymilvus is not installed ({exc}); pip install -e '.[dev]'")
     server = Server()
+    # A kill -9 leaves the dead process's sessions in etcd; the restart waits for them to expire
+    # (30 s by default). The fault tests restart twice: a short lease keeps them quick.
+    server.config.set("common.session.ttl", 5)
     server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - whatever stopped it is the reason to report
         server.stop()
         unavailable(f"the Milvus server did not start: {exc}")
+    forwarder = Forwarder(server.listen_port)
     try:
-        yield MilvusServer(server, server.listen_port)
+        yield MilvusServer(server, forwarder)
     finally:
+        forwarder.close()
         server.stop()

@@ -12,6 +12,7 @@ A server that cannot be reached or times out raises StoreUnavailableError (HTTP 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 import weakref
@@ -20,14 +21,15 @@ from typing import Iterator, Sequence
 from cir.errors import StoreError, StoreUnavailableError, error_text
 from cir.stores.base import GalleryStore, Operation
 from cir.stores.milvus_expr import literal
-from cir.stores.milvus_schema import (COMPLETE_KEY, MANIFEST_KEY, SEPARATOR, MilvusLocation, encode_manifest,
-                                      make_schema, scalar_index_params)
-from cir.stores.milvus_view import QUERY_LIMIT, MilvusView, parse_manifest
+from cir.stores.milvus_meta import delete_entry, meta_collection, read_entry, write_entry
+from cir.stores.milvus_schema import SEPARATOR, MilvusLocation, make_schema, scalar_index_params
+from cir.stores.milvus_view import QUERY_LIMIT, MilvusView
 from cir.stores.milvus_write import apply_operations
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+LOAD_TIMEOUT_S = 600.0  # building an index or loading a collection into the query nodes takes longer
 _TRANSIENT = ("unavailable", "connect", "deadline", "timeout", "timed out", "not ready", "channel", "closed",
               "no available", "not loaded", "socket", "refused")
 
@@ -66,13 +68,14 @@ class MilvusStore(GalleryStore):
                 self._client = MilvusClient(uri=self.location.uri, token=os.environ.get("CIR_MILVUS_TOKEN", ""),
                                             timeout=self.timeout_s, alias=f"cir-{uuid.uuid4().hex}")
             except Exception as exc:  # noqa: BLE001 - pymilvus raises several types for a refused dial
-                raise StoreUnavailableError(f"cannot reach {self.location}: {_message(exc)}") from exc
+                raise StoreUnavailableError(f"cannot reach the Milvus server of {self.location}: {_message(exc)}") from exc
         return self._client
 
     def call(self, method: str, *args, **kwargs):
         """One pymilvus call with the store's timeout; failures become StoreError / StoreUnavailableError."""
         client = self.client()
-        kwargs.setdefault("timeout", self.timeout_s)
+        # pymilvus bounds its retries by `timeout` only when it is an int (a float retries 75 times, minutes)
+        kwargs["timeout"] = math.ceil(kwargs.get("timeout") or self.timeout_s)
         try:
             return getattr(client, method)(*args, **kwargs)
         except StoreError:
@@ -126,14 +129,15 @@ class MilvusStore(GalleryStore):
 
     def manifest(self, version: str) -> dict | None:
         """The manifest of a complete version, or None (missing or partial)."""
-        info = self.describe(version)
-        props = (info or {}).get("properties") or {}
-        return parse_manifest(props.get(MANIFEST_KEY)) if props.get(COMPLETE_KEY) == "1" else None
+        entry = read_entry(self, version)
+        if entry is None or not entry["complete"] or not self.call("has_collection", self.location.collection(version)):
+            return None
+        return entry["manifest"]
 
     def collections(self) -> list[str]:
         """Every collection of this gallery, complete or partial."""
-        prefix = self.location.name + SEPARATOR
-        return sorted(c for c in self.call("list_collections") if c.startswith(prefix))
+        prefix, meta = self.location.name + SEPARATOR, meta_collection(self.location.name)
+        return sorted(c for c in self.call("list_collections") if c.startswith(prefix) and c != meta)
 
     def versions(self) -> list[str]:
         """Complete versions, oldest first."""
@@ -157,7 +161,7 @@ class MilvusStore(GalleryStore):
             raise StoreError(f"{self.location}: version {version!r} is missing or was never completed")
         self._check_dim(version, manifest)
         collection = self.location.collection(version)
-        self.call("load_collection", collection)
+        self.call("load_collection", collection, timeout=max(self.timeout_s, LOAD_TIMEOUT_S))
         view = MilvusView(self, collection, version, manifest)
         self._views.add(view)
         return view
@@ -196,20 +200,20 @@ class MilvusStore(GalleryStore):
     def complete_version(self, version: str, manifest: dict, index: dict, expected: int) -> None:
         """Flush, index, load and count a filled collection, then mark it complete (publishable)."""
         collection = self.location.collection(version)
-        self.call("flush", collection)
-        self.call("create_index", collection, scalar_index_params(self.client(), manifest["milvus"]["columns"], index))
-        self.call("load_collection", collection)
+        # No flush: the rows are durable in Milvus's log already, and it seals segments by itself.
+        slow = max(self.timeout_s, LOAD_TIMEOUT_S)
+        self.call("create_index", collection, scalar_index_params(self.client(), manifest["milvus"]["columns"], index),
+                  timeout=slow)
+        self.call("load_collection", collection, timeout=slow)
         count = int(self.call("query", collection, filter="", output_fields=["count(*)"],
                               consistency_level="Strong")[0]["count(*)"])
         if count != expected:
             raise StoreError(f"{collection} holds {count} items after the build, expected {expected}")
-        self.set_manifest(version, manifest)
-        self.call("alter_collection_properties", collection, properties={COMPLETE_KEY: "1"})
+        write_entry(self, version, manifest, complete=True)
 
     def set_manifest(self, version: str, manifest: dict) -> None:
-        """Store a version's manifest in its collection's properties."""
-        self.call("alter_collection_properties", self.location.collection(version),
-                  properties={MANIFEST_KEY: encode_manifest(manifest)})
+        """Replace a complete version's manifest (an incremental build's counts and source)."""
+        write_entry(self, version, manifest, complete=True)
 
     def drop_partial(self) -> list[str]:
         """Drop this gallery's partial collections (a killed build's), never the aliased one."""
@@ -219,6 +223,7 @@ class MilvusStore(GalleryStore):
             version = self.version_of(collection)
             if collection != target and self.manifest(version) is None:
                 self.call("drop_collection", collection)
+                delete_entry(self, version)
                 dropped.append(version)
         return dropped
 
@@ -229,6 +234,7 @@ class MilvusStore(GalleryStore):
         drop = old[:max(0, len(old) - max(keep - 1, 0))]
         for version in drop:
             self.call("drop_collection", self.location.collection(version))
+            delete_entry(self, version)
         return drop
 
     # --- writes --------------------------------------------------------------------------------

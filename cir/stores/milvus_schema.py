@@ -10,11 +10,11 @@ A version is one collection `NAME__VERSION`; the alias `NAME` is the published o
               DOUBLE (dates as UTC epoch seconds), boolean BOOL, tags ARRAY<VARCHAR>
     h0000 ... BOOL "the item has this field" (Milvus 2.3 has no NULL; tags need none: [] is absent)
 
-Field names are generated, never taken from the gallery; the manifest (JSON in the collection
-property `cir.manifest`) maps each gallery field to its columns and records the encoder
-fingerprint, dim, model, adapter, default alpha and the Milvus index. `cir.complete` is set only
-once a build has filled, indexed and counted the collection: a collection without it is partial
-and is never aliased.
+Field names are generated, never taken from the gallery; the manifest maps each gallery field to its columns and records the encoder
+fingerprint, dim, model, adapter, default alpha and the Milvus index. It is kept in the
+gallery's catalogue collection (cir.stores.milvus_meta), marked complete only once a build has
+filled, indexed and counted the collection: a collection without that mark is partial and is
+never aliased.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import numpy as np
 from cir.errors import StoreError
 from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, typed_value
 
-MANIFEST_KEY, COMPLETE_KEY = "cir.manifest", "cir.complete"
 SEPARATOR = "__"
 MAX_ID, MAX_PATH, MAX_TEXT, MAX_TAGS = 4096, 4096, 65535, 1024
 RECORD_FIELDS = ["id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata"]
@@ -199,11 +198,6 @@ def row_record(row: dict) -> dict:
         if key in out and not out[key]:
             out[key] = None if key != "size" else out[key]
     return out
-
-
-def encode_manifest(manifest: dict) -> str:
-    """The manifest as the `cir.manifest` property (facets left out: they are counted live)."""
-    return json.dumps({k: v for k, v in manifest.items() if k not in ("fields", "count")}, ensure_ascii=False)
 
 
 def is_number_type(ftype: str) -> bool:

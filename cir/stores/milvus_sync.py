@@ -63,7 +63,8 @@ def _rows(source, columns: dict, with_embedding: bool, seq0: int):
         yield item_row(item, source.vectors[row], embeddings[row], columns, with_embedding, seq=seq0 + row)
 
 
-def _batches(rows, size: int = BATCH):
+def _batches(rows, size: int | None = None):
+    size = size or BATCH
     batch = []
     for row in rows:
         batch.append(row)

@@ -9,7 +9,6 @@ a write by this process clears them).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -207,11 +206,3 @@ def _facet(ftype: str, counter: Counter, lo_hi: list | None) -> dict:
             lo, hi = format_epoch(lo, ftype), format_epoch(hi, ftype)
         info.update(min=lo, max=hi)
     return info
-
-
-def parse_manifest(text: str | None) -> dict | None:
-    """The `cir.manifest` property as a dict, or None when missing or unreadable."""
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
