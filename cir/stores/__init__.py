@@ -24,5 +24,5 @@ is_remote = is_remote_store  # one parser of store locations (cir.defaults, ligh
 def open_store(spec: str | Path, **options) -> GalleryStore:
     """The store at `spec`: an index root folder, or a milvus:// URL."""
     if is_remote(spec):
-        return MilvusStore(str(spec), **{k: v for k, v in options.items() if k == "timeout_s"})
+        return MilvusStore(str(spec), **{k: v for k, v in options.items() if k in ("timeout_s", "consistency")})
     return FaissRootStore(spec, **options)

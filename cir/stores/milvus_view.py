@@ -1,7 +1,9 @@
-"""A GalleryView over one Milvus collection: searches, records, embeddings and facets, all Strong reads.
+"""A GalleryView over one Milvus collection: searches, records, embeddings and facets.
 
-Every read runs with consistency level Strong, so an acknowledged write (by this or any other
-replica) is seen by the next query. The only caches are short: a hit's record from the search
+Every read runs at the store's consistency level: Strong by default, so an acknowledged write
+(by this or any other replica) is seen by the next query; Session (CIR_MILVUS_CONSISTENCY)
+sees this process's own writes at once and other replicas' within Milvus's bound, and answers
+without waiting for the server's time tick (200 ms by default). The only caches are short: a hit's record from the search
 that found it (read back by the engine a moment later, at most `RECORD_TTL_S` old), the item
 count (`COUNT_TTL_S`) and the facets (`FACETS_TTL_S`, counted by scanning the scalar fields;
 a write by this process clears them).
@@ -25,7 +27,6 @@ log = logging.getLogger(__name__)
 RECORD_TTL_S, COUNT_TTL_S, FACETS_TTL_S = 2.0, 2.0, 30.0
 MAX_FACET_VALUES = 1000
 QUERY_LIMIT = 16384  # Milvus's largest offset + limit of one query
-STRONG = {"consistency_level": "Strong"}
 
 
 class MilvusView:
@@ -33,6 +34,7 @@ class MilvusView:
 
     def __init__(self, store, collection: str, version: str, manifest: dict):
         self.store, self.collection, self.version = store, collection, version
+        self.reads = {"consistency_level": store.consistency}
         milvus = manifest["milvus"]
         self.columns: dict[str, dict] = milvus["columns"]
         self.with_embedding: bool = milvus["embedding_field"]
@@ -51,7 +53,7 @@ class MilvusView:
         """Items in the collection (a Strong count, cached for COUNT_TTL_S)."""
         cached = self._count
         if cached is None or time.monotonic() - cached[0] > COUNT_TTL_S:
-            rows = self.store.call("query", self.collection, filter="", output_fields=["count(*)"], **STRONG)
+            rows = self.store.call("query", self.collection, filter="", output_fields=["count(*)"], **self.reads)
             cached = self._count = (time.monotonic(), int(rows[0]["count(*)"]))
         return cached[1]
 
@@ -86,7 +88,7 @@ class MilvusView:
     # --- search ----------------------------------------------------------------------------
     def _search(self, data: list, k: int, expr: str = "") -> list[list[dict]]:
         return self.store.call("search", self.collection, data=data, limit=int(k), filter=expr, anns_field="vector",
-                               search_params=self.search_params, output_fields=RECORD_FIELDS, **STRONG)
+                               search_params=self.search_params, output_fields=RECORD_FIELDS, **self.reads)
 
     def _hits(self, hits: list[dict]) -> tuple[np.ndarray, list[str]]:
         now = time.monotonic()
@@ -120,7 +122,7 @@ class MilvusView:
     # --- items -----------------------------------------------------------------------------
     def _get(self, item_id: str, fields: list[str]) -> dict | None:
         rows = self.store.call("query", self.collection, filter=f"id == {literal(item_id)}", output_fields=fields,
-                               **STRONG)
+                               **self.reads)
         return rows[0] if rows else None
 
     def item(self, item_id: str) -> dict | None:
@@ -140,7 +142,7 @@ class MilvusView:
     def ids_with_sha256(self, sha256: str) -> list[str]:
         """The ids of the items whose image bytes have this SHA-256 (hex)."""
         rows = self.store.call("query", self.collection, filter=f"sha256 == {literal(str(sha256))}",
-                               output_fields=["id", "seq"], limit=QUERY_LIMIT, **STRONG)
+                               output_fields=["id", "seq"], limit=QUERY_LIMIT, **self.reads)
         return [r["id"] for r in sorted(rows, key=lambda r: (r["seq"], r["id"]))]
 
     def browse(self, n: int, order: str = "random", seed: int | None = None) -> list[str]:
@@ -162,7 +164,7 @@ class MilvusView:
         while True:
             since = now_ms - window
             rows = self.store.call("query", self.collection, filter=f"seq >= {since}", output_fields=["id", "seq"],
-                                   limit=QUERY_LIMIT, **STRONG)
+                                   limit=QUERY_LIMIT, **self.reads)
             if len(rows) >= n or since <= 0 or len(rows) >= QUERY_LIMIT:
                 rows.sort(key=lambda r: (-r["seq"], r["id"]))
                 return [r["id"] for r in rows[:n]]
