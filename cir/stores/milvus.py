@@ -23,7 +23,7 @@ from cir.errors import StoreError, StoreUnavailableError, error_text
 from cir.stores.base import GalleryStore, Operation
 from cir.stores.milvus_expr import literal
 from cir.stores.milvus_meta import delete_entry, meta_collection, read_entry, write_entry
-from cir.stores.milvus_schema import SEPARATOR, MilvusLocation, make_schema, scalar_index_params
+from cir.stores.milvus_schema import LOAD_TIMEOUT_S, SEPARATOR, MilvusLocation, make_schema, scalar_index_params
 from cir.stores.milvus_view import QUERY_LIMIT, MilvusView
 from cir.stores.milvus_write import apply_operations
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
-LOAD_TIMEOUT_S = 600.0  # building an index or loading a collection into the query nodes takes longer
 _TRANSIENT = ("unavailable", "connect", "deadline", "timeout", "timed out", "not ready", "channel", "closed",
               "no available", "not loaded", "socket", "refused")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from cir.stores.milvus_expr import literal
-from cir.stores.milvus_schema import MAX_ID, MAX_TEXT, SEPARATOR
+from cir.stores.milvus_schema import LOAD_TIMEOUT_S, MAX_ID, MAX_TEXT, SEPARATOR
 
 META_SUFFIX = "meta"
 STRONG = {"consistency_level": "Strong"}
@@ -37,8 +37,9 @@ def ensure_meta(store) -> str:
         schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
         params = client.prepare_index_params()
         params.add_index("unused", index_type="FLAT", metric_type="L2")
-        store.call("create_collection", name, schema=schema, index_params=params, consistency_level="Strong")
-    store.call("load_collection", name)
+        store.call("create_collection", name, schema=schema, index_params=params, consistency_level="Strong",
+                   timeout=LOAD_TIMEOUT_S)  # with index params it loads the collection too
+    store.call("load_collection", name, timeout=LOAD_TIMEOUT_S)
     return name
 
 

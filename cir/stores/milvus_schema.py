@@ -33,6 +33,7 @@ from cir.errors import StoreError
 from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES, typed_value
 
 SEPARATOR = "__"
+LOAD_TIMEOUT_S = 600.0  # building an index or loading a collection into the query nodes takes longer
 MAX_ID, MAX_PATH, MAX_TEXT, MAX_TAGS = 4096, 4096, 65535, 1024
 RECORD_FIELDS = ["id", "path", "width", "height", "sha256", "size", "mtime_ns", "metadata"]
 DEFAULT_INDEX = {"index_type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
