@@ -52,7 +52,7 @@ def test_random_filters_equal_faiss_and_brute_force(pair):
         bound = parse_filter(flt).bind(view.fields)
         m_scores, m_ids = view.search_where(q, 10, bound)
         f_scores, f_ids = faiss_view.search_where(q, 10, parse_filter(flt).bind(faiss_view.fields))
-        b_ids, b_scores = brute_force(ranked, metas, flt, q, 10)
+        b_ids, _ = brute_force(ranked, metas, flt, q, 10)
         assert m_ids == f_ids == b_ids, flt
         np.testing.assert_allclose(m_scores, f_scores, atol=1e-5)
         nonempty += bool(m_ids)
@@ -98,7 +98,7 @@ def test_composed_items_search_ranked_and_return_image_embeddings(milvus_server,
 
 
 def test_writes_upsert_patch_delete_are_read_back_at_once(milvus_server, tmp_path):
-    faiss_view, emb, _, metas = faiss_version(tmp_path, seed=3, n=50)
+    faiss_view, _, _, _ = faiss_version(tmp_path, seed=3, n=50)
     milvus = open_store(milvus_server.url())
     sync_version(milvus, faiss_view, index=FLAT)
     view = milvus.open()

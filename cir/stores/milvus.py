@@ -17,7 +17,7 @@ import math
 import os
 import uuid
 import weakref
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from cir.errors import StoreError, StoreUnavailableError, error_text
 from cir.stores.base import GalleryStore, Operation

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from cir.metadata import BOOLEAN, NUMBER, STRING, TAGS, TIME_TYPES
 from cir.search.query import InvalidFilterError

@@ -195,9 +195,9 @@ def row_record(row: dict) -> dict:
     """An item record (what GalleryView.item returns) from a Milvus row."""
     out = {k: row.get(k) for k in RECORD_FIELDS if k in row}
     out["metadata"] = json.loads(row.get("metadata") or "{}")
-    for key in ("width", "height", "size", "mtime_ns"):
-        if key in out and not out[key]:
-            out[key] = None if key != "size" else out[key]
+    for key in ("width", "height", "mtime_ns"):  # stored as 0 when unknown (Milvus 2.3 has no NULL)
+        if key in out:
+            out[key] = out[key] or None
     return out
 
 

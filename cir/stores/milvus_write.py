@@ -9,7 +9,7 @@ full build adds a column for it; a value that does not fit a typed field's colum
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
