@@ -14,3 +14,10 @@ DEFAULT_ALPHA = 0.8
 DEFAULT_MAX_FILE_MB = 64
 # Pillow's own default; a larger image is treated as a decompression bomb.
 DEFAULT_MAX_PIXELS = 89_478_485
+# Store locations that are servers, not index root folders (cir.stores.open_store).
+REMOTE_STORE_SCHEMES = ("milvus://", "milvuss://")
+
+
+def is_remote_store(spec) -> bool:
+    """True when `spec` names a remote store (a milvus:// URL) rather than an index root folder."""
+    return isinstance(spec, str) and spec.lower().startswith(REMOTE_STORE_SCHEMES)

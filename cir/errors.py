@@ -69,3 +69,7 @@ class InvalidFilterError(QueryError):
 
 class OutputError(StoreError):
     """An index root cannot be written (unwritable, locked, inconsistent, full)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server cannot be reached or timed out: transient, retried (HTTP 503)."""

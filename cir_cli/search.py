@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cir search", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Run one composed query (reference image and/or modification text, "
                                             "optionally filtered by metadata) against a published index.")
-    p.add_argument("--index", required=True, type=Path, metavar="ROOT", help="index root (from `cir index build`)")
+    p.add_argument("--index", type=Path, metavar="ROOT", help="index root (from `cir index build`)")
+    p.add_argument("--store", default=os.environ.get("CIR_STORE") or None, metavar="LOCATION",
+                   help="the gallery store instead of --index: milvus://HOST:PORT/NAME (token from "
+                        "CIR_MILVUS_TOKEN) or an index root [CIR_STORE]")
     p.add_argument("--version", help="index version to search (default: the published ROOT/CURRENT)")
     p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
                    help="reference image: a JPEG, PNG, WebP or BMP file (repeatable)")
@@ -72,6 +76,8 @@ def _read_filter(spec: str | None) -> str | None:
 
 
 def _check(args, max_k: int) -> None:
+    if args.index is None and args.store is None:
+        raise ValueError("give --index ROOT or --store milvus://HOST:PORT/NAME")
     if not args.image and not args.reference_id and not (args.text or "").strip():
         raise ValueError("give a query: --image FILE, --reference-id ID and/or --text TEXT")
     if not 1 <= args.k <= max_k:
@@ -137,7 +143,8 @@ def _answer(args) -> int:
                   negative_texts=tuple(t.strip() for t in args.negative_text), negative_weight=args.negative_weight,
                   offset=args.offset, exclude_ids=tuple(args.exclude_id), keep_references=args.keep_references)
     query.check()  # before the model loads: bad weights or references fail fast
-    index = open_store(args.index).open(args.version)
+    gallery = open_store(args.store if args.index is None else args.index)
+    index = gallery.open(args.version)
     try:
         if flt is not None:
             flt.bind(index.fields)  # before the model loads: a bad filter fails fast
@@ -149,12 +156,14 @@ def _answer(args) -> int:
         engine.swap(IndexState.of(index))
         result = engine.search_sync(query)
         body = result_dict(result, encoder.text_max_length)
+        count = index.count
     finally:
         index.close()
+        gallery.close()
     if args.json:
         print(json.dumps(body, ensure_ascii=False))
     else:
-        _print_text(body, index.count, json.dumps(flt.to_dict(), ensure_ascii=False) if flt else None)
+        _print_text(body, count, json.dumps(flt.to_dict(), ensure_ascii=False) if flt else None)
     return 0
 
 

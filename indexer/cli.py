@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 # Light imports only: the parser is built, and --help answered, before torch and faiss load.
+from cir.defaults import is_remote_store
+from cir.errors import StoreError
 from cir.runtimes import RUNTIMES
 from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
 from indexer.errors import BuildError
+from indexer.milvus_config import MILVUS_INDEXES, MilvusBuildConfig, default_work_root
 from indexer.skips import skip_report
 
 D = BuildConfig  # field defaults of the one config: the CLI never restates them
@@ -27,7 +31,21 @@ def _build_parser(sub) -> None:
                         "'path' and optional 'id' and metadata fields")
     p.add_argument("--model", required=True, help="model: 'toy', a local model folder or a hub id")
     p.add_argument("--adapter", type=Path, default=D.adapter, help="LoRA adapter folder from `cir train` (TAT)")
-    p.add_argument("--out", required=True, type=Path, help="index root (ROOT/versions/<v>/, ROOT/CURRENT)")
+    p.add_argument("--out", type=Path, help="index root (ROOT/versions/<v>/, ROOT/CURRENT); with a Milvus --store, "
+                                             "the local work root that caches embeddings (default under "
+                                             "~/.cache/cir/milvus-builds/)")
+    p.add_argument("--store", default=os.environ.get("CIR_STORE") or None, metavar="LOCATION",
+                   help="where the gallery goes: an index root (same as --out) or milvus://HOST:PORT/NAME (a new "
+                        "collection, then the alias NAME switches to it; credentials from CIR_MILVUS_TOKEN, TLS "
+                        "with milvuss:// or CIR_MILVUS_TLS=1) [CIR_STORE]")
+    p.add_argument("--milvus-index", default="HNSW", choices=MILVUS_INDEXES,
+                   help="Milvus vector index (default %(default)s; FLAT is exact)")
+    p.add_argument("--milvus-index-params", metavar="JSON", help='Milvus index parameters, e.g. \'{"M": 16, '
+                                                                  '"efConstruction": 200}\' (default per index)')
+    p.add_argument("--milvus-search-params", metavar="JSON", help='Milvus search parameters, e.g. \'{"ef": 128}\'')
+    p.add_argument("--full", action="store_true",
+                   help="Milvus: fill a new collection and switch the alias, even when an incremental upsert of "
+                        "the changes into the published collection would do")
     p.add_argument("--factory", default=D.factory,
                    help="auto (default: Flat for small galleries, HNSW32, or IVF+PQ when memory is short), Flat, "
                         "HNSW<M>, IVF<nlist>,Flat or IVF<nlist>,PQ<m>")
@@ -122,6 +140,20 @@ are listed on stderr (exit 1); the others are applied. `cir index compact ROOT` 
 a version."""
 
 
+def _milvus_config(args) -> MilvusBuildConfig | None:
+    """The Milvus half of the job (None for an index root); fills in --out."""
+    if not is_remote_store(args.store):
+        if args.out is None and args.store is None:
+            raise ValueError("give --out ROOT (an index root) or --store milvus://HOST:PORT/NAME")
+        if args.out is not None and args.store is not None and Path(args.store) != args.out:
+            raise ValueError("give either --out or an index-root --store, not both")
+        args.out = args.out or Path(args.store)
+        return None
+    args.out = args.out or default_work_root(args.store)
+    return MilvusBuildConfig(args.store, index_type=args.milvus_index, index_params=args.milvus_index_params,
+                             search_params=args.milvus_search_params, full=args.full)
+
+
 def _config(args) -> BuildConfig:
     return BuildConfig(
         gallery=args.gallery, model=args.model, out=args.out, adapter=args.adapter, factory=args.factory,
@@ -136,6 +168,7 @@ def _config(args) -> BuildConfig:
 
 def cmd_build(args) -> int:
     """Run a build and report it."""
+    mcfg = _milvus_config(args)
     cfg = _config(args)
     # Heavy (torch, transformers, faiss): imported only once the arguments are known to be good.
     import faiss  # noqa: PLC0415
@@ -150,6 +183,8 @@ def cmd_build(args) -> int:
         from indexer import ray_executor  # noqa: PLC0415
 
         executor = ray_executor.embed_ray
+    if mcfg is not None:
+        return _report_milvus(args, cfg, mcfg, executor)
     result = build(cfg, executor=executor)
     if result.skipped:
         _report_skips(cfg.out, result)
@@ -177,11 +212,19 @@ def _report_skips(root: Path, result) -> None:
 
 
 def cmd_publish(args) -> int:
-    """Point CURRENT at an existing version (roll back or forward)."""
+    """Point CURRENT (or a Milvus alias) at an existing version (roll back or forward)."""
     from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
-
+    from cir.stores import open_store  # noqa: PLC0415
     from cir.stores.faiss_root import pending_changes  # noqa: PLC0415
 
+    if is_remote_store(args.root):
+        target = open_store(args.root)
+        try:
+            target.publish(args.version)
+        finally:
+            target.close()
+        print(f"published {args.version}")
+        return 0
     root = store.IndexRoot(args.root)
     version = root.resolve(args.version)  # a unique prefix (v000003) names its version
     current = root.current_version()
@@ -232,10 +275,27 @@ def cmd_compact(args) -> int:
     return 0
 
 
+def _report_milvus(args, cfg: BuildConfig, mcfg: MilvusBuildConfig, executor) -> int:
+    from indexer.milvus_build import build_milvus  # noqa: PLC0415 - heavy (faiss, pymilvus), after parsing
+
+    result, synced = build_milvus(cfg, mcfg, executor=executor)
+    if args.json:
+        print(json.dumps({"status": synced.mode, "version": synced.version, "count": synced.count,
+                          "upserted": synced.upserted, "deleted": synced.deleted, "embedded": result.embedded,
+                          "reused": result.reused, "skipped": result.skipped, "local_version": result.version}))
+    else:
+        print(f"{mcfg.store}: {synced.mode} sync, serving {synced.version}: {synced.count} items "
+              f"({synced.upserted} written, {synced.deleted} deleted; {result.embedded} embedded, "
+              f"{result.reused} reused, {result.skipped} skipped; work root {cfg.out})")
+    return 0
+
+
 def cmd_info(args) -> int:
     """Print the manifest of a version (default CURRENT) and the versions present."""
     from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
 
+    if is_remote_store(args.root):
+        return _milvus_info(args)
     root = store.IndexRoot(args.root)
     version = args.version or root.current_version()
     if version is None:
@@ -262,6 +322,30 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _milvus_info(args) -> int:
+    from cir.stores import open_store  # noqa: PLC0415 - heavy (pymilvus), after parsing
+
+    target = open_store(args.root)
+    try:
+        version = args.version or target.current_version()
+        if version is None:
+            raise StoreError(f"{args.root} has no published version")
+        view = target.open(version)
+        info = {"store": str(args.root), "current": target.current_version(), "versions": target.versions(),
+                "manifest": view.manifest}
+    finally:
+        target.close()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        m = info["manifest"]
+        print(f"{args.root}: current {info['current']}, versions {', '.join(info['versions'])}")
+        print(f"version {version}: {m['count']} items, dim {m['dim']}, {m['factory']}, model {m['model']}, "
+              f"fingerprint {str(m['fingerprint'])[:12]}, default alpha {m['default_alpha']}")
+        print(json.dumps(m, indent=2))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The `cir index` argument parser."""
     parser = argparse.ArgumentParser(prog="cir index", description=__doc__)
@@ -269,12 +353,13 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _build_parser(sub)
     _live_parsers(sub)
-    p = sub.add_parser("publish", help="point ROOT/CURRENT at VERSION (rollback)", description=cmd_publish.__doc__)
-    p.add_argument("root", type=Path, help="index root")
-    p.add_argument("version", help="a complete version under ROOT/versions/, or a unique prefix of its name "
-                                   "(v000003)")
+    p = sub.add_parser("publish", help="point ROOT/CURRENT (or the Milvus alias) at VERSION (rollback)",
+                       description=cmd_publish.__doc__)
+    p.add_argument("root", help="index root, or milvus://HOST:PORT/NAME")
+    p.add_argument("version", help="a complete version (under ROOT/versions/, or a unique prefix of its name such "
+                                   "as v000003; or a complete Milvus collection)")
     p = sub.add_parser("info", help="print a version's manifest and counts", description=cmd_info.__doc__)
-    p.add_argument("root", type=Path, help="index root")
+    p.add_argument("root", help="index root, or milvus://HOST:PORT/NAME")
     p.add_argument("--version", default=None, help="version to describe (default: CURRENT)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -284,7 +369,7 @@ def _expected(exc: Exception) -> bool:
     """A failure the user can act on (one line on stderr), as opposed to a bug (a traceback)."""
     if isinstance(exc, (ValueError, ImportError)):
         return True
-    if isinstance(exc, BuildError):
+    if isinstance(exc, (BuildError, StoreError)):
         return True
     # Raised only once a command imported the index store (faiss), so this import costs nothing.
     from cir.errors import StoreError  # noqa: PLC0415

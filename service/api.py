@@ -7,6 +7,7 @@ import json
 import logging
 import mimetypes
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -79,6 +80,10 @@ async def search_in(request: Request, manager: IndexManager, image_base: str = "
     # result_dict has the SearchResponse shape (the tests check it against the schema): sent as it is,
     # without a second validation and serialisation of every hit
     body = q.result_dict(result, engine.encoder.text_max_length, image_base)
+    if request.app.state.settings.image_url_template:  # images served by a CDN or object store, not /images
+        template = request.app.state.settings.image_url_template
+        for hit in body["results"]:
+            hit["image_url"] = template.replace("{id}", quote(hit["id"], safe=""))
     try:
         content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
     except UnicodeEncodeError:  # a lone surrogate in stored metadata: escaped, still valid JSON
@@ -200,13 +205,15 @@ def facets_of(request: Request, manager: IndexManager) -> schemas.Facets:
 @router.get("/info", response_model=schemas.Info, tags=["ops"], responses=READ_ERRORS, dependencies=READ,
             summary="The served model and index")
 async def info(request: Request) -> schemas.Info:
-    return info_of(request, manager_of(request))
+    # a worker thread: a remote store (Milvus) counts over the network
+    return await asyncio.to_thread(info_of, request, manager_of(request))
 
 
 @router.get("/facets", response_model=schemas.Facets, tags=["search"], responses=READ_ERRORS, dependencies=READ,
             summary="The metadata fields a filter can use: types, facet values with counts, min and max")
 async def facets(request: Request) -> schemas.Facets:
-    return facets_of(request, manager_of(request))
+    # a worker thread: a remote store (Milvus) computes facets over the network
+    return await asyncio.to_thread(facets_of, request, manager_of(request))
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response, summary="Prometheus metrics", dependencies=READ,

@@ -19,7 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
-from cir.errors import public_detail
+from cir.errors import StoreError, StoreUnavailableError, public_detail
 from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
@@ -71,6 +71,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(q.NotReadyError)
     async def not_ready(request: Request, exc: q.NotReadyError):
         return _error(request, 503, "not_ready", str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(StoreError)
+    async def store_failed(request: Request, exc: StoreError):
+        # The gallery's server (Milvus) is down or failed this read: retry later, on any replica.
+        code = "store_unavailable" if isinstance(exc, StoreUnavailableError) else "store_error"
+        log.warning("%s: %s", code, exc)
+        return _error(request, 503, code, str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(OverloadedError)
     async def overloaded(request: Request, exc: OverloadedError):

@@ -10,7 +10,7 @@ import sys
 from pydantic import ValidationError
 
 # Light imports only: the parser is built, and --help answered, before torch and FastAPI load.
-from cir.defaults import DEFAULT_ALPHA
+from cir.defaults import DEFAULT_ALPHA, is_remote_store
 from service.settings import NAME_PATTERN, Settings
 
 DESCRIPTION = """\
@@ -26,8 +26,13 @@ info, metrics) only, so they never show in `ps`; each may list several comma-sep
 
 # (flag, settings field, type, help)
 OPTIONS = [
-    ("--index", "index", list, "index root holding CURRENT and versions/ (required); NAME=ROOT names a gallery, "
-                               "repeat it to serve several (/collections/NAME/...; the first also answers on /search)"),
+    ("--index", "index", list, "index root holding CURRENT and versions/ (this or --store is required); NAME=ROOT "
+                               "names a gallery, repeat it to serve several (/collections/NAME/...; the first also "
+                               "answers on /search)"),
+    ("--store", "store", str, "the gallery store instead of --index: milvus://HOST:PORT/NAME (milvuss:// for TLS; "
+                              "token from CIR_MILVUS_TOKEN, never a flag) or an index root"),
+    ("--image-url-template", "image_url_template", str,
+     "results' image_url from this template, e.g. https://cdn.example/{id} (default: this server's /images/{id})"),
     ("--wait-for-index", "wait_for_index", bool,
      "start even if the index root has no published version (or does not exist) yet, unready until one is"),
     ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
@@ -132,14 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"cir serve: error: {exc}", file=sys.stderr)
         return 2
-    if settings.index is None:
-        print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
+    if settings.store_location is None:
+        print("cir serve: error: no index root: pass --index ROOT (or --store milvus://HOST:PORT/NAME) or set "
+              "CIR_INDEX", file=sys.stderr)
         return 2
     # Heavy (faiss, torch): the index check imports the service's loader, after parsing.
     from service.swap import unpublished_reason  # noqa: PLC0415
 
     for name, root in settings.galleries.items():
-        if not settings.wait_for_index and (reason := unpublished_reason(root)):
+        # A server store (Milvus) is asked at start-up, where an outage means "not ready, retrying".
+        if not settings.wait_for_index and not is_remote_store(root) and (reason := unpublished_reason(root)):
             where = f"gallery {name!r}: " if len(settings.galleries) > 1 else ""
             print(f"cir serve: error: {where}{reason}", file=sys.stderr)
             return 2

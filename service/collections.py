@@ -7,6 +7,7 @@ answers on the top-level routes (/search, /images, /facets, /info).
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Request
@@ -52,10 +53,10 @@ async def collection_image(request: Request, name: str = NAME, item_id: str = Pa
 @router.get("/{name}/facets", response_model=schemas.Facets, responses={**READ_ERRORS, **NOT_FOUND},
             dependencies=READ, summary="GET /facets of one gallery")
 async def collection_facets(request: Request, name: str = NAME) -> schemas.Facets:
-    return facets_of(request, gallery_of(request, name))
+    return await asyncio.to_thread(facets_of, request, gallery_of(request, name))
 
 
 @router.get("/{name}/info", response_model=schemas.Info, responses={**READ_ERRORS, **NOT_FOUND},
             dependencies=READ, summary="GET /info of one gallery")
 async def collection_info(request: Request, name: str = NAME) -> schemas.Info:
-    return info_of(request, gallery_of(request, name))
+    return await asyncio.to_thread(info_of, request, gallery_of(request, name))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Callable
 
+from cir.defaults import is_remote_store
 from cir.stores import open_store
 from service.settings import Settings
 from service.swap import IndexManager
@@ -46,7 +48,7 @@ def check_roots(settings: Settings) -> None:
     if not settings.galleries:
         raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
     for name, root in settings.galleries.items():
-        if not settings.wait_for_index and not root.is_dir():
+        if not settings.wait_for_index and not is_remote_store(root) and not Path(root).is_dir():
             raise ValueError(f"gallery {name!r}: index root {root} is not a directory")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cir.defaults import FUSIONS
+from cir.defaults import FUSIONS, is_remote_store
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
 
 
@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     collections: dict[str, Path] = Field(default_factory=dict,
                                          description="more galleries: name -> index root (JSON object); each "
                                                      "answers on /collections/{name}/...")
+    store: str | None = Field(None, description="the gallery store instead of --index: an index root, or "
+                                                "milvus://HOST:PORT/NAME (token from CIR_MILVUS_TOKEN)")
+    image_url_template: str | None = Field(None, description="results' image_url from this template, e.g. "
+                                                             "https://cdn.example/{id} (default: /images/{id})")
     wait_for_index: bool = Field(False, description="start unready on a root with no published version "
                                                     "(or no folder yet) and serve the first one published")
     model: str | None = Field(None, description="model override; default: the model in the index manifest")
@@ -108,6 +112,20 @@ class Settings(BaseSettings):
             raise ValueError(f"writes must be auto, on or off, got {value!r}")
         return value
 
+    @field_validator("image_url_template")
+    @classmethod
+    def _template_names_id(cls, value: str | None) -> str | None:
+        if value is not None and "{id}" not in value:
+            raise ValueError("the image URL template must contain {id}, e.g. https://cdn.example/{id}")
+        return value or None
+
+    @property
+    def store_location(self) -> str | Path | None:
+        """Where the gallery lives: --store (a milvus:// URL or a folder), else the --index root."""
+        if self.store is None:
+            return self.index
+        return self.store if is_remote_store(self.store) else Path(self.store)
+
     @field_validator("api_key", "read_api_key")
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
@@ -119,9 +137,11 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def galleries(self) -> dict[str, Path]:
-        """Every gallery served: the `index` root first (it also answers on the top-level routes), then the others."""
-        return {self.index_name: self.index, **self.collections} if self.index is not None else dict(self.collections)
+    def galleries(self) -> dict[str, str | Path]:
+        """Every gallery served: the `index` root (or --store) first (it also answers on the top-level routes), then
+        the others."""
+        first = self.store_location
+        return {self.index_name: first, **self.collections} if first is not None else dict(self.collections)
 
     @property
     def max_upload_bytes(self) -> int:

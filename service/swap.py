@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from cir.errors import error_text
-from cir.errors import StoreError
+from cir.errors import StoreError, StoreUnavailableError
 from cir.stores import GalleryStore, check_encoder, open_store
 from cir.encoder import loading_bars
 from cir.runtimes import load_runtime_encoder
@@ -59,11 +59,12 @@ class IndexManager:
                  on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None,
                  encoders=None, name: str = "default"):
         if store is None:
-            if settings.index is None:
-                raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
-            if not settings.wait_for_index and not settings.index.is_dir():
-                raise ValueError(f"index root {settings.index} is not a directory")
-            store = open_store(settings.index)
+            location = settings.store_location
+            if location is None:
+                raise ValueError("no index root given: pass --index ROOT (or --store milvus://...) or set CIR_INDEX")
+            if isinstance(location, Path) and not settings.wait_for_index and not location.is_dir():
+                raise ValueError(f"index root {location} is not a directory")
+            store = open_store(location)
         self.settings = settings
         self.store = store
         self.name = name  # the gallery's name (GET /collections)
@@ -74,6 +75,7 @@ class IndexManager:
         self._pending_encoder = None  # loaded with the first version, before the engine exists
         self.failed_version: str | None = None
         self.last_error: str | None = None
+        self.transient = False  # the last failure was the store's server being unreachable (retried)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._retiring: dict[asyncio.Task, IndexState] = {}
@@ -85,12 +87,23 @@ class IndexManager:
         return self.engine is not None and self.engine.state is not None
 
     async def start(self) -> None:
-        """Load the current version and start watching (with wait_for_index, also before one is published)."""
-        if not self.settings.wait_for_index and (reason := self.store.unpublished_reason()):
+        """Load the current version and start watching (with wait_for_index, also before one is published).
+
+        A store server that cannot be reached (Milvus down) is not fatal: the service starts
+        unready, /readyz says why, and the watcher keeps retrying.
+        """
+        try:
+            reason = None if self.settings.wait_for_index else await asyncio.to_thread(self.store.unpublished_reason)
+        except StoreUnavailableError:
+            reason = None  # the reload below records it and the watcher retries
+        if reason:
             raise IndexLoadError(reason)
         outcome = await self.reload(force=True)
-        if outcome.status == "failed":
+        if outcome.status == "failed" and not self.transient:
             raise IndexLoadError(outcome.error)
+        if outcome.status == "failed":
+            log.warning("%s is unreachable; not ready, retrying every %.1f s: %s", self.store.name,
+                        self.settings.reload_interval_s, outcome.error)
         if outcome.status == "no_version":
             log.warning("%s has no published version yet; not ready until one is published", self.store.name)
         if self.settings.reload_interval_s > 0:
@@ -130,8 +143,12 @@ class IndexManager:
         """Load ROOT/CURRENT if it changed (or always, when forced) and swap it in."""
         async with self._lock:
             running = self.engine.state.version if self.ready else None
+            self.transient = False
             try:
                 version = await asyncio.to_thread(self.store.current_version)
+            except StoreUnavailableError as exc:  # the store's server is down: retried, never remembered
+                self.transient = True
+                return self._failed(None, running, error_text(exc), force)
             except StoreError as exc:  # CURRENT is a folder, binary, unreadable, ...
                 return self._failed(None, running, error_text(exc), force)
             if version is None:
@@ -146,6 +163,9 @@ class IndexManager:
             t0 = time.perf_counter()
             try:
                 state = await asyncio.to_thread(self._load, version)
+            except StoreUnavailableError as exc:
+                self.transient = True
+                return self._failed(None, running, error_text(exc), force)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old version
                 return self._failed(version, running, error_text(exc), force)
             if self.engine is None:

@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from milvus_fixtures import milvus_server  # noqa: E402,F401 - the session's Milvus server
 from tiny_models import (  # noqa: E402
     make_tiny_blip,
     make_tiny_clip,

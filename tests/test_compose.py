@@ -21,6 +21,9 @@ def _load(name):
     return yaml.safe_load((ROOT / name).read_text())
 
 
+MILVUS_INFRA = ("etcd", "minio", "milvus")
+
+
 @pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cpu.yml"])
 def test_compose_file_is_valid_against_the_spec(name):
     jsonschema.validate(_load(name), SPEC)
@@ -28,12 +31,18 @@ def test_compose_file_is_valid_against_the_spec(name):
 
 def test_gpu_stack_wiring():
     services = _load("docker-compose.yml")["services"]
-    assert set(services) == {"train", "index", "api"}
+    assert set(services) == {"train", "index", "api", *MILVUS_INFRA, "index-milvus", "api-milvus"}
     assert services["train"]["profiles"] == ["train"]
     assert services["api"]["depends_on"]["index"]["condition"] == "service_completed_successfully"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert any(p.endswith(":8000") for p in services["api"]["ports"])
-    for svc in services.values():
+    for name in ("index-milvus", "api-milvus"):  # the milvus profile: built into and served from Milvus
+        assert services[name]["profiles"] == ["milvus"]
+        assert services[name]["environment"]["CIR_STORE"] == "milvus://milvus:19530/gallery"
+    assert services["index-milvus"]["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert services["api-milvus"]["depends_on"]["index-milvus"]["condition"] == "service_completed_successfully"
+    assert all(services[name]["profiles"] == ["milvus"] and "deploy" not in services[name] for name in MILVUS_INFRA)
+    for svc in (s for name, s in services.items() if name not in MILVUS_INFRA):
         devices = svc["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["capabilities"] == ["gpu"]
         assert {"models:/models", "data:/data", "hf-cache:/cache/hf"} <= set(svc["volumes"])
@@ -44,6 +53,9 @@ def test_cpu_variant_matches_gpu_stack_without_gpu():
     assert set(gpu) == set(cpu)
     for name in gpu:
         assert "deploy" not in cpu[name]
+        if name in MILVUS_INFRA:  # Milvus's own images: the same in both files
+            assert gpu[name] == cpu[name]
+            continue
         assert "Dockerfile.cpu" in cpu[name]["build"]["dockerfile"]
         assert {k: v for k, v in gpu[name].items() if k not in ("deploy", "image", "build", "environment")} == \
                {k: v for k, v in cpu[name].items() if k not in ("image", "build", "environment")}
@@ -112,6 +124,8 @@ def test_the_variables_the_containers_read_are_known():
 def test_every_service_gets_the_variables_it_reads(name):
     """From the YAML with anchors and merge keys resolved."""
     for service, spec in _load(name)["services"].items():
+        if service in MILVUS_INFRA:
+            continue  # Milvus's own images read their own variables
         env = spec["environment"]
         assert set(env) >= _expected(service), (service, _expected(service) - set(env))
         assert not set(env) & NOT_PASSED, service

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cir.defaults import is_remote_store
 from cir.errors import ReadOnlyStoreError, StoreError
 from cir.stores.base import Delete, GalleryStore, GalleryView, Operation, Patch, Upsert, WriteResult, check_encoder
 from cir.stores.faiss_root import FaissRootStore
+from cir.stores.milvus import MilvusStore  # pymilvus itself loads on first connection
 
-__all__ = ["Delete", "FaissRootStore", "GalleryStore", "GalleryView", "Operation", "Patch", "ReadOnlyStoreError", "StoreError",
+__all__ = ["Delete", "FaissRootStore", "MilvusStore", "GalleryStore", "GalleryView", "Operation", "Patch", "ReadOnlyStoreError", "StoreError",
            "Upsert", "WriteResult", "check_encoder", "is_remote", "open_store"]
 
-REMOTE_SCHEMES = ("milvus://", "milvuss://")
-
-
-def is_remote(spec: str | Path) -> bool:
-    """True when `spec` names a remote store (a URL) rather than an index root folder."""
-    return isinstance(spec, str) and spec.lower().startswith(REMOTE_SCHEMES)
+is_remote = is_remote_store  # one parser of store locations (cir.defaults, light for the CLIs)
 
 
 def open_store(spec: str | Path, **options) -> GalleryStore:
     """The store at `spec`: an index root folder, or a milvus:// URL."""
     if is_remote(spec):
-        raise StoreError(f"unsupported store {str(spec).split('://')[0]}:// (this build has no Milvus store)")
+        return MilvusStore(str(spec), **{k: v for k, v in options.items() if k in ("timeout_s", "consistency")})
     return FaissRootStore(spec, **options)
