@@ -38,7 +38,7 @@ from cir.stores import Upsert, open_store
 from cir.stores.milvus_sync import sync_version
 from indexer.factory import build_index
 from indexer.synthetic import synthetic_vectors
-from indexer.versions import write_version
+from cir.versioning import write_version
 
 K = 10
 HNSW = {"index_type": "HNSW", "params": {"M": 16, "efConstruction": 200}}

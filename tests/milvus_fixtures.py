@@ -22,7 +22,7 @@ from cir.fusion import l2_normalize
 from cir.metadata import infer_types
 from filter_fixtures import random_metadata
 from indexer.factory import build_index
-from indexer.versions import write_version
+from cir.versioning import write_version
 
 DIM = 16
 FLAT = {"index_type": "FLAT", "params": {}}

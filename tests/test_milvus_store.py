@@ -11,7 +11,7 @@ from cir.filters import parse_filter
 from cir.fusion import l2_normalize
 from cir.stores import Delete, Patch, Upsert, open_store
 from cir.stores.milvus_sync import sync_version
-from filter_fixtures import brute_force, random_filter
+from filter_fixtures import brute_force, random_filter, random_tree
 from milvus_fixtures import DIM, FLAT, faiss_version
 
 N = 400
@@ -57,6 +57,22 @@ def test_random_filters_equal_faiss_and_brute_force(pair):
         np.testing.assert_allclose(m_scores, f_scores, atol=1e-5)
         nonempty += bool(m_ids)
     assert nonempty > 20  # the filters are not all empty
+
+
+def test_or_not_nin_exists_trees_equal_faiss_and_brute_force(pair):
+    """The filter language's and / or / not trees, nin and exists, translated to Milvus expressions."""
+    faiss_view, view, ranked, metas = pair
+    rng = random.Random(11)
+    nonempty = 0
+    for q in _queries(40, 3):
+        flt = random_tree(rng)
+        m_scores, m_ids = view.search_where(q, 10, parse_filter(flt).bind(view.fields))
+        f_scores, f_ids = faiss_view.search_where(q, 10, parse_filter(flt).bind(faiss_view.fields))
+        b_ids, _ = brute_force(ranked, metas, flt, q, 10)
+        assert m_ids == f_ids == b_ids, flt
+        np.testing.assert_allclose(m_scores, f_scores, atol=1e-5)
+        nonempty += bool(m_ids)
+    assert nonempty > 10
 
 
 def test_records_embeddings_and_facets_match(pair):

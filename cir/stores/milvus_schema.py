@@ -94,8 +94,9 @@ def field_columns(types: dict[str, str]) -> dict[str, dict]:
     out = {}
     for i, (name, ftype) in enumerate(sorted(types.items())):
         # an object field is stored in `metadata` and never filtered: only its flag (for the facet count)
-        out[name] = {"type": ftype, "field": None if ftype == OBJECT else f"f{i:04d}",
-                     "flag": None if ftype == TAGS else f"h{i:04d}"}
+        # every field has a presence flag (a tags field: at least one tag), since Milvus 2.3 has no
+        # NULL and its execution backend cannot compare array_length
+        out[name] = {"type": ftype, "field": None if ftype == OBJECT else f"f{i:04d}", "flag": f"h{i:04d}"}
     return out
 
 
@@ -120,6 +121,7 @@ def make_schema(client, dim: int, columns: dict[str, dict], with_embedding: bool
         if ftype == TAGS:
             s.add_field(info["field"], DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS,
                         max_length=MAX_TEXT)
+            s.add_field(info["flag"], DataType.BOOL)
             continue
         kind = {STRING: DataType.VARCHAR, BOOLEAN: DataType.BOOL}.get(ftype, DataType.DOUBLE)
         s.add_field(info["field"], kind, **({"max_length": MAX_TEXT} if kind == DataType.VARCHAR else {}))
@@ -182,6 +184,7 @@ def item_row(record: dict, vector: np.ndarray, embedding: np.ndarray | None, col
         typed = _typed(name, info, value) if present else None
         if info["type"] == TAGS:
             row[info["field"]] = list(typed or [])
+            row[info["flag"]] = bool(typed)
             continue
         default = {STRING: "", BOOLEAN: False}.get(info["type"], 0.0)
         row[info["field"]] = typed if present else default
