@@ -173,6 +173,13 @@ async def _from_json(request: Request, settings) -> q.Query:
     if not isinstance(body, dict):
         raise invalid("body", "the body is a JSON object of search fields", "model_attributes_type")
     _check_known(body, JSON_FIELDS, "a JSON search")
+    for key, value in body.items():
+        if key != "image":  # base64 images are checked as they are decoded
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid(key, f"{key} holds a lone surrogate (an escape such as \\ud800 that is not a "
+                                   "character): send valid Unicode text") from None
     p = _validated(SearchJSON, body)
     q.check_reference_count(len(p.image or ()) + len(p.reference_id or ()))
     images = _base64(p.image or [], settings.max_upload_bytes, settings.max_total_upload_bytes)
