@@ -38,9 +38,10 @@ def _typed(field: str, ftype: str, op: str, value: Any) -> Any:
             raise InvalidFilterError(field, f"operator {op!r} needs true or false for a boolean field, got {shown}")
         return value
     if ftype == NUMBER:
-        if isinstance(value, str) or parse_number(value) is None:
+        number = None if isinstance(value, str) else parse_number(value)
+        if number is None:
             raise InvalidFilterError(field, f"operator {op!r} needs a number for a number field, got {shown}")
-        return float(value)
+        return number
     parsed = parse_datetime(value)
     if parsed is None:
         raise InvalidFilterError(field, f"operator {op!r} needs an ISO 8601 date such as \"2024-01-31\" or "

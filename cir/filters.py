@@ -39,7 +39,7 @@ import numpy as np
 from cir.columns import Columns
 from cir.errors import InvalidFilterError
 from cir.filter_masks import LIST_OPS, OPS_BY_TYPE, RANGE_OPS, bind_condition, condition_mask  # noqa: F401
-from cir.metadata import parse_number
+from cir.metadata import check_number, parse_number
 
 MAX_FILTER_BYTES = 16 * 1024
 MAX_CONDITIONS = 64
@@ -73,9 +73,17 @@ def _kind(value: Any) -> str:
     return {type(None): "null", dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
+def _shown_number(value: int | float) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+
+
 def _scalar(field: str, op: str, value: Any) -> Any:
-    if isinstance(value, float) and parse_number(value) is None:
-        raise InvalidFilterError(field, f"operator {op!r}: {value} is not a finite number")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:  # the one numeric parsing path: what a float64 cannot hold is refused here
+            check_number(value)
+        except ValueError as exc:
+            raise InvalidFilterError(field, f"operator {op!r}: {_shown_number(value)} {exc}") from None
     if value is None or isinstance(value, (dict, list)):
         raise InvalidFilterError(field, f"operator {op!r} needs a string, number or boolean, got {_kind(value)}")
     return value

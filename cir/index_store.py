@@ -26,6 +26,7 @@ from cir.index_factory import factory_kind
 from cir.columns import COLUMNS_DIR, Columns, load_columns
 from cir.index_search import EXACT_MAX_MATCHES, exact_search, filtered_search, rerank_search
 from cir.io import atomic_write_text
+from cir.version_names import missing_message, prefix_matches, read_pruned
 from cir.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,27 @@ class IndexRoot:
         return sorted(p.name for p in base.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
+    def resolve(self, name: str) -> str:
+        """A complete version by its full name or a unique prefix (v000003); IndexStoreError saying why not
+        (pruned, with the versions kept; ambiguous; unknown)."""
+        versions = self.versions()
+        matches = prefix_matches(name, versions)
+        if len(matches) != 1:
+            raise IndexStoreError(self._missing(name, versions))
+        return matches[0]
+
+    def _missing(self, name: str, versions: list[str]) -> str:
+        try:
+            current = self.current_version()
+        except IndexStoreError:
+            current = None
+        return missing_message(name, versions, read_pruned(self.root), current)
+
     def publish(self, version: str) -> None:
         """Point CURRENT at a complete version with an atomic rename."""
-        if version not in self.versions():
-            raise IndexStoreError(f"version {version!r} is not a complete version in {self.root}")
+        versions = self.versions()
+        if version not in versions:
+            raise IndexStoreError(self._missing(version, versions))
         atomic_write_text(self.root / CURRENT, version + "\n")
 
     def manifest(self, version: str) -> dict:

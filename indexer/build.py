@@ -15,12 +15,14 @@ from tqdm import tqdm
 
 from cir import index_store as store
 from cir.columns import build_columns, describe
+from cir.encoder import loading_bars
 from cir.images import IMAGE_EXTENSIONS
 from cir.models import ModelLoadError
 from cir.pipeline import iter_embedded_batches
 from cir.runtimes import load_runtime_encoder
 from indexer.config import BuildConfig
 from indexer.errors import BuildError, OutputError
+from indexer.skips import over_limit, summary
 from indexer.factory import build_index, choose_factory
 from indexer.gallery import GalleryEntry, GalleryError, field_types, printable, read_gallery
 from indexer.items import compose_items
@@ -133,8 +135,9 @@ def _load(cfg: BuildConfig):
     try:
         # With Ray the actors embed; the driver only needs the encoder's identity and dim.
         device = "cpu" if cfg.executor == "ray" else cfg.device
-        return load_runtime_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype, runtime=cfg.runtime,
-                                    onnx_cache=cfg.onnx_cache)
+        with loading_bars(cfg.progress):  # --no-progress: no "Loading weights" bar either
+            return load_runtime_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype,
+                                        runtime=cfg.runtime, onnx_cache=cfg.onnx_cache)
     except (ModelLoadError, ValueError, OSError) as exc:
         raise BuildError(f"cannot load the encoder: {exc}") from exc
 
@@ -188,6 +191,10 @@ def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0:
     if not items:
         reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         raise BuildError(f"none of the {len(entries)} gallery files could be read ({reasons})")
+    if over_limit(cfg.max_skipped, len(skipped), len(entries)):
+        raise BuildError(f"{len(skipped)} of {len(entries)} gallery files were skipped ({summary(skipped)}), over "
+                         f"--max-skipped {cfg.max_skipped}: nothing published (fix the files and rerun: finished "
+                         "embeddings are reused)")
     factory = cfg.factory if cfg.factory != "auto" else choose_factory(len(items), encoder.dim, cfg.flat_max,
                                                                        cfg.max_memory_gb)
     embedded = len(items) - len(plan.reuse)

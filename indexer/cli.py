@@ -12,6 +12,7 @@ from pathlib import Path
 from cir.runtimes import RUNTIMES
 from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
 from indexer.errors import BuildError
+from indexer.skips import skip_report
 
 D = BuildConfig  # field defaults of the one config: the CLI never restates them
 
@@ -74,7 +75,10 @@ def _build_parser(sub) -> None:
     p.add_argument("--follow-symlinks", action="store_true",
                    help="index symlinks in a gallery folder that point outside it (default: skipped with a reason)")
     p.add_argument("--faiss-threads", type=int, default=0, help="FAISS OpenMP threads (default 0 = all cores)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--max-skipped", metavar="N|P%", default=D.max_skipped,
+                   help="fail, publishing nothing, when more than N files (or P%% of the gallery) are skipped as "
+                        "missing or unreadable (default: no limit; every skip is reported on stderr)")
+    p.add_argument("--no-progress", action="store_true", help="hide every progress bar")
     p.add_argument("--json", action="store_true", help="print one final JSON line with the counts and images/s")
 
 
@@ -86,7 +90,7 @@ def _config(args) -> BuildConfig:
         force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
         max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, item_text=args.item_text,
         item_alpha=args.item_alpha, max_pixels=args.max_pixels, max_file_mb=args.max_file_mb,
-        follow_symlinks=args.follow_symlinks, progress=not args.no_progress)
+        follow_symlinks=args.follow_symlinks, progress=not args.no_progress, max_skipped=args.max_skipped)
 
 
 def cmd_build(args) -> int:
@@ -106,6 +110,8 @@ def cmd_build(args) -> int:
 
         executor = ray_executor.embed_ray
     result = build(cfg, executor=executor)
+    if result.skipped:
+        _report_skips(cfg.out, result)
     if args.json:
         keys = ("status", "version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
         print(json.dumps({k: getattr(result, k) for k in keys}))
@@ -119,12 +125,24 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _report_skips(root: Path, result) -> None:
+    """How many files the build left out, and why: on stderr, whatever --json says."""
+    from cir import index_store as store  # noqa: PLC0415 - loaded already by the build
+
+    report = store.IndexRoot(root).version_dir(result.version) / store.REPORT_FILE
+    skipped = store.read_json(report).get("skipped", []) if report.is_file() else []
+    if skipped:
+        print(f"cir index build: {skip_report(skipped, result.count + len(skipped), str(root))}", file=sys.stderr)
+
+
 def cmd_publish(args) -> int:
     """Point CURRENT at an existing version (roll back or forward)."""
     from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
 
-    store.IndexRoot(args.root).publish(args.version)
-    print(f"published {args.version}")
+    root = store.IndexRoot(args.root)
+    version = root.resolve(args.version)  # a unique prefix (v000003) names its version
+    root.publish(version)
+    print(f"published {version}")
     return 0
 
 
@@ -166,7 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     _build_parser(sub)
     p = sub.add_parser("publish", help="point ROOT/CURRENT at VERSION (rollback)", description=cmd_publish.__doc__)
     p.add_argument("root", type=Path, help="index root")
-    p.add_argument("version", help="a complete version under ROOT/versions/")
+    p.add_argument("version", help="a complete version under ROOT/versions/, or a unique prefix of its name "
+                                   "(v000003)")
     p = sub.add_parser("info", help="print a version's manifest and counts", description=cmd_info.__doc__)
     p.add_argument("root", type=Path, help="index root")
     p.add_argument("--version", default=None, help="version to describe (default: CURRENT)")

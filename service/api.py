@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import mimetypes
 from pathlib import Path
 
@@ -17,19 +18,19 @@ from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.paging import MAX_WINDOW
-from service import schemas
+from service import display, schemas
 from service.auth import require_admin_key, require_read_key
+from service.faults import public_manifest, public_path, public_text
 from service.search_input import read_query, request_body_schema
 from service.swap import IndexManager
 from service.thumbs import thumb_size
 
 STATIC_DIR = Path(__file__).parent / "static"
-ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503)}
+ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 401, 404, 413, 415, 422, 500, 503)}
 READ_ERRORS = {code: {"model": schemas.ErrorBody} for code in (401, 503)}
-# keys that name files on the server: never shown by /info
-PRIVATE_MANIFEST_KEYS = ("gallery", "root", "path", "source", "out")
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 READ = [Depends(require_read_key)]  # open unless CIR_READ_API_KEY is set (service.auth)
 
 
@@ -111,7 +112,9 @@ register_url_convertor("anypath", _AnyPath())
 THUMB_SIZE = Query(None, ge=16, le=1024, description="thumbnail: longest side at least this many pixels "
                                                       "(rounded up to 64, 128, 256, 512 or 1024)")
 IMAGE_RESPONSES = {200: {"content": {"image/*": {}}}, 401: {"model": schemas.ErrorBody},
-                   404: {"model": schemas.ErrorBody}, 422: {"model": schemas.ErrorBody},
+                   404: {"model": schemas.ErrorBody},
+                   410: {"model": schemas.ErrorBody, "description": "indexed, but the file is gone from disk"},
+                   422: {"model": schemas.ErrorBody},
                    503: {"model": schemas.ErrorBody}}
 
 
@@ -119,8 +122,11 @@ async def image_in(request: Request, manager: IndexManager, item_id: str, size: 
     """A gallery image of one gallery (resolved through its items table only)."""
     state = ready_engine(request, manager).state
     item = await asyncio.to_thread(state.index.item, item_id)
-    if not item or not Path(item.get("path", "")).is_file():
+    if not item:
         raise HTTPException(404, f"no gallery image with id {item_id!r} in index {state.version}")
+    if not Path(item.get("path", "")).is_file():  # indexed, but its file is gone from the disk
+        raise HTTPException(410, f"gallery image {item_id!r} is in index {state.version}, but its file is "
+                                 "missing on disk: rebuild the index to drop it")
     headers = {"Cache-Control": "public, max-age=300"}
     if item.get("sha256"):
         headers["ETag"] = f'"{item["sha256"]}"'
@@ -131,7 +137,9 @@ async def image_in(request: Request, manager: IndexManager, item_id: str, size: 
     try:
         thumb = await asyncio.to_thread(request.app.state.thumbs.get, item, size)
     except ImageDecodeError as exc:
-        raise HTTPException(404, f"gallery image {item_id!r} cannot be read: {exc}") from exc
+        log.warning("gallery image %r cannot be read: %s", item_id, exc)  # the path stays in the log
+        raise HTTPException(404, f"gallery image {item_id!r} cannot be read: its file on disk is not a "
+                                 "readable image") from exc
     return Response(thumb, media_type="image/jpeg", headers=headers)
 
 
@@ -151,6 +159,7 @@ async def healthz(request: Request) -> schemas.Status:
             summary="Readiness: 200 only when the model and an index are loaded (for every gallery)")
 async def readyz(request: Request):
     manager = manager_of(request)
+    last_error = public_text(request.app.state.settings, manager.last_error)
     waiting = [name for name, m in request.app.state.galleries.items() if not m.ready]
     if manager.ready and waiting:
         body = schemas.Status(status="not_ready", index_version=manager.engine.state.version,
@@ -158,15 +167,10 @@ async def readyz(request: Request):
         return JSONResponse(body.model_dump(), status_code=503)
     if manager.ready:
         return schemas.Status(status="ready", index_version=manager.engine.state.version,
-                              last_reload_error=manager.last_error)
-    body = schemas.Status(status="not_ready", detail=manager.last_error or "model and index not loaded yet",
-                          last_reload_error=manager.last_error)
+                              last_reload_error=last_error)
+    body = schemas.Status(status="not_ready", detail=last_error or "model and index not loaded yet",
+                          last_reload_error=last_error)
     return JSONResponse(body.model_dump(), status_code=503)
-
-
-def public_manifest(manifest: dict) -> dict:
-    """The manifest without the keys that name server files (no response shows a server path)."""
-    return {k: v for k, v in manifest.items() if k not in PRIVATE_MANIFEST_KEYS}
 
 
 def info_of(request: Request, manager: IndexManager) -> schemas.Info:
@@ -174,12 +178,17 @@ def info_of(request: Request, manager: IndexManager) -> schemas.Info:
     engine = ready_engine(request, manager)
     state, enc = engine.state, engine.encoder
     m = state.manifest
-    return schemas.Info(model=enc.name, adapter=enc.adapter, fingerprint=enc.fingerprint, device=str(enc.device),
+    settings = request.app.state.settings
+    return schemas.Info(model=public_path(enc.name), adapter=public_path(enc.adapter),  # no server paths
+                        fingerprint=enc.fingerprint, device=str(enc.device),
                         runtime=enc.info().get("runtime", DEFAULT_RUNTIME), dim=enc.dim, index_version=state.version,
                         count=state.count, factory=m.get("factory"),
                         metric=m.get("metric"), default_alpha=engine.alpha_for(state),
                         default_fusion=engine.default_fusion, max_k=q.MAX_K, text_max_tokens=enc.text_max_length,
-                        fields=m.get("fields") or {}, manifest=public_manifest(m), last_reload_error=manager.last_error)
+                        fields=m.get("fields") or {}, manifest=public_manifest(m),
+                        display_fields=display.display_fields(settings.display_fields, m.get("fields") or {}),
+                        background=display.background_message(settings),
+                        last_reload_error=public_text(settings, manager.last_error))
 
 
 def facets_of(request: Request, manager: IndexManager) -> schemas.Facets:
@@ -218,7 +227,8 @@ async def admin_reload(request: Request,
                                                       description="the gallery to reload (default: the first)")):
     manager = gallery_of(request, collection) if collection else manager_of(request)
     outcome = await manager.reload(force=True)
-    body = schemas.ReloadResponse(**vars(outcome))
+    error = public_text(request.app.state.settings, outcome.error)
+    body = schemas.ReloadResponse(**{**vars(outcome), "error": error})
     if outcome.status in ("failed", "no_version"):
         return JSONResponse(body.model_dump(), status_code=409)
     return body

@@ -19,12 +19,14 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
+from cir.errors import public_detail
 from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api, collections
+from service import api, browse, collections
 from service.auth import access_summary
+from service.faults import InternalErrorMiddleware, known_paths
 from service.galleries import make_managers
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -54,7 +56,9 @@ or a gallery item) plus a modification text, fused by Slerp (`alpha` = text weig
 against a versioned FAISS gallery index that is hot-swapped when a new version is published."""
 
 
-def _error(status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+def _error(request: Request, status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+    # the one place errors are rendered: echoed lone surrogates escaped, server paths removed
+    detail = public_detail(detail, known_paths(request.app.state.settings))
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -62,25 +66,25 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(q.QueryError)
     async def query_error(request: Request, exc: q.QueryError):
         status = next((s for cls, s in QUERY_ERROR_STATUS.items() if isinstance(exc, cls)), 400)
-        return _error(status, exc.code, str(exc))
+        return _error(request, status, exc.code, str(exc))
 
     @app.exception_handler(q.NotReadyError)
     async def not_ready(request: Request, exc: q.NotReadyError):
-        return _error(503, "not_ready", str(exc), {"Retry-After": "5"})
+        return _error(request, 503, "not_ready", str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(OverloadedError)
     async def overloaded(request: Request, exc: OverloadedError):
-        return _error(503, "overloaded", str(exc), {"Retry-After": "1"})
+        return _error(request, 503, "overloaded", str(exc), {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid_request", jsonable_encoder(exc.errors()))
+        return _error(request, 422, "invalid_request", jsonable_encoder(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
         code = "upload_too_large" if exc.status_code == 413 else code  # as the body limit says it
-        return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+        return _error(request, exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
 
 def _lifespan(settings: Settings, metrics: Metrics):
@@ -146,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(api.router)
+    app.include_router(browse.router)
     app.include_router(collections.router)
     install_openapi(app)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
@@ -154,9 +159,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # JSON carries images as base64: 4 bytes of text per 3 of image (search_input holds the decoded total)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_total_upload_bytes + FORM_OVERHEAD_BYTES,
                        json_max_bytes=-(-settings.max_total_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES,
-                       body_timeout_s=settings.body_timeout_s)
+                       body_timeout_s=settings.body_timeout_s, deadline_s=settings.request_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(InternalErrorMiddleware)  # outermost: a bug anywhere is a JSON 500 (metrics count it)
     return app

@@ -54,8 +54,11 @@ OPTIONS = [
     ("--body-timeout-s", "body_timeout_s", float,
      "longest wait for the next piece of a request body, else 408 (default 30)"),
     ("--keep-alive-s", "keep_alive_s", float, "seconds an idle keep-alive connection stays open (default 5)"),
+    ("--request-timeout-s", "request_timeout_s", float,
+     "deadline of a request from its first byte to the start of its answer: 408 while the body is still "
+     "arriving, else 503 (default 60)"),
     ("--limit-concurrency", "limit_concurrency", int,
-     "most connections and requests at once before answering 503 (default: no limit)"),
+     "most connections and requests at once before answering 503 (default 1000)"),
     ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
     ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
     ("--default-alpha", "default_alpha", float,
@@ -64,6 +67,12 @@ OPTIONS = [
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
     ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
+    ("--display-fields", "display_fields", str,
+     "comma-separated metadata fields the page shows under each hit, e.g. title,price (default: title, name and "
+     "price when present, else the index's first 3 fields)"),
+    ("--status-file", "status_file", str,
+     "a JSON file {\"message\": ...} that a background job (the demo's TAT run) keeps up to date: shown by /info "
+     "and the page"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
 ]
 

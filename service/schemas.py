@@ -84,6 +84,10 @@ class Info(BaseModel):
     text_max_tokens: int
     fields: dict[str, FieldInfo] = Field(default_factory=dict, description="metadata fields (as GET /facets)")
     manifest: dict[str, Any]
+    display_fields: list[str] = Field(default_factory=list, description="metadata fields the page shows under "
+                                                                         "each hit (CIR_DISPLAY_FIELDS)")
+    background: str | None = Field(None, description="a background job's status, e.g. the demo's TAT run "
+                                                     "(CIR_STATUS_FILE); null when none")
     last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 
 

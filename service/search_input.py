@@ -183,7 +183,7 @@ async def _from_json(request: Request, settings) -> q.Query:
     p = _validated(SearchJSON, body)
     q.check_reference_count(len(p.image or ()) + len(p.reference_id or ()))
     images = _base64(p.image or [], settings.max_upload_bytes, settings.max_total_upload_bytes)
-    weights = tuple(p.image_weights) if p.image_weights is not None else None
+    weights = q.weights_of(p.image_weights) if p.image_weights is not None else None
     return _query(p, images, weights, parse_filter(p.filter), settings.max_text_chars)
 
 

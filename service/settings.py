@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next piece of a request body")
     keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
-    limit_concurrency: int | None = Field(None, ge=1, description="most connections/requests at once (then 503)")
+    request_timeout_s: float = Field(60.0, gt=0, description="overall deadline of a request, from its first byte "
+                                                            "to the start of its answer (408 or 503 after)")
+    limit_concurrency: int | None = Field(1000, ge=1, description="most connections/requests at once (then 503)")
     api_key: SecretStr | None = Field(None, description="key(s) required by /admin/* and write routes (X-API-Key "
                                                         "or Bearer); comma-separated to rotate")
     read_api_key: SecretStr | None = Field(None, description="key(s) required by search, images, facets, info and "
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    display_fields: str | None = Field(None, description="comma-separated metadata fields the page shows under "
+                                                         "each hit, e.g. title,price (default: title, name and "
+                                                         "price when the index has them, else its first 3 fields)")
+    status_file: Path | None = Field(None, description="a JSON file {\"message\": ...} a background job keeps "
+                                                       "up to date; /info and the page show its message")
 
     @field_validator("default_fusion")
     @classmethod

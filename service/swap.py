@@ -19,6 +19,7 @@ from typing import Callable
 from cir.errors import error_text
 from cir.errors import StoreError
 from cir.stores import GalleryStore, check_encoder, open_store
+from cir.encoder import loading_bars
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -146,6 +147,8 @@ class IndexManager:
                 return self._failed(version, running, error_text(exc), force)
             if self.engine is None:
                 await self._start_engine(state)
+            elif self._pending_encoder is not None:  # a version of another model or adapter
+                await self._replace_engine(state)
             old = self.engine.swap(state)
             if old is not None:
                 self._retire(old)
@@ -155,6 +158,26 @@ class IndexManager:
             if self.on_swap is not None:
                 self.on_swap(state)
             return ReloadOutcome("swapped", version, running)
+
+    async def _replace_engine(self, state: IndexState) -> None:
+        """Start an engine for the new encoder, make it serve, and stop the old one once idle."""
+        previous = self.engine
+        await self._start_engine(state)
+        log.info("encoder switched to %s%s (fingerprint %s)", self.engine.encoder.name,
+                 f" + adapter {self.engine.encoder.adapter}" if self.engine.encoder.adapter else "",
+                 self.engine.encoder.fingerprint[:12])
+
+        async def stop_when_idle() -> None:
+            await asyncio.sleep(RETIRE_GRACE_S)  # requests that picked the old engine just before
+            while previous.state is not None and previous.in_flight(previous.state):
+                await asyncio.sleep(0.05)
+            await previous.stop()
+            if previous.state is not None:
+                await asyncio.to_thread(previous.state.index.close)
+
+        task = asyncio.get_running_loop().create_task(stop_when_idle(), name="cir-retire-engine")
+        self._retiring[task] = previous.state
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     def _retire(self, old: IndexState) -> None:
         """Close a swapped-out version's index (its sqlite connection) once no query holds it."""
@@ -189,11 +212,19 @@ class IndexManager:
             index.close()  # a refused version must not keep its files open
             raise
 
+    def _follows_manifest(self) -> bool:
+        """Whether the served model is the manifest's (no CIR_MODEL / CIR_ADAPTER override)."""
+        return self.settings.model is None and self.settings.adapter is None
+
     def _check(self, index, version: str) -> IndexState:
         manifest = dict(index.manifest)
-        if self.engine is None:
+        self._pending_encoder = None
+        if self.engine is None or (self._follows_manifest() and manifest.get("fingerprint")
+                                   != self.engine.encoder.fingerprint):
+            # the first version, or one built with another model or adapter (e.g. a TAT run's):
+            # its encoder loads here, beside the serving one, and the engine switches with the index
             self._pending_encoder = self._load_encoder(manifest)
-        encoder = self.engine.encoder if self.engine is not None else self._pending_encoder
+        encoder = self._pending_encoder if self._pending_encoder is not None else self.engine.encoder
         try:
             check_encoder(manifest, encoder)
         except StoreError as exc:
@@ -207,8 +238,10 @@ class IndexManager:
         adapter = self.settings.adapter or manifest.get("adapter")
 
         def load():
-            return load_runtime_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype,
-                                        runtime=self.settings.runtime, onnx_cache=self.settings.onnx_cache)
+            with loading_bars(False):  # a server's log is no place for a progress bar
+                return load_runtime_encoder(model, adapter=adapter, device=self.settings.device,
+                                            dtype=self.settings.dtype, runtime=self.settings.runtime,
+                                            onnx_cache=self.settings.onnx_cache)
 
         return load() if self.encoders is None else self.encoders.get((model, adapter), load)
 

@@ -11,6 +11,7 @@ import pytest
 from service_fixtures import copy_root, publish_copy, server_settings, world_index  # noqa: F401
 
 from cir.search.engine import SearchEngine
+from cir.stores import FaissRootStore
 from cir.search.query import Query
 from service import swap
 
@@ -71,13 +72,13 @@ def test_the_old_index_closes_after_its_in_flight_query_succeeds(world_index, tm
 def test_a_refused_version_does_not_stay_open(world_index, tmp_path, monkeypatch):
     root = copy_root(world_index, tmp_path / "root")
     opened = []
-    real_load = swap.load_version
+    real_open = FaissRootStore.open
 
-    def recording_load(*args, **kw):
-        opened.append(real_load(*args, **kw))
+    def recording_open(self, *args, **kw):
+        opened.append(real_open(self, *args, **kw))
         return opened[-1]
 
-    monkeypatch.setattr(swap, "load_version", recording_load)
+    monkeypatch.setattr(FaissRootStore, "open", recording_open)
     manager = swap.IndexManager(server_settings(root, reload_interval_s=0, model="no/such-model"),
                                 lambda encoder: SearchEngine(encoder, max_pixels=10**7))
     with pytest.raises(swap.IndexLoadError):

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from cir.filter_hints import filter_hints
 from cir.fusion import DEFAULT_ALPHA, compose
 from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, bytes_sha256, decode_image,
                         sniff_image_type)
@@ -193,6 +194,7 @@ class SearchEngine:
         return SearchResult(hits, plan.alpha, plan.fusion, plan.state.version, any(t for _, t in texts),
                             {k: round(s * 1000, 3) for k, s in timings.items()}, references=len(refs),
                             negative_weight=q.beta if plan.negatives else None, vector=vec,
+                            warnings=filter_hints(q.filter, plan.state.index.fields),
                             offset=q.offset, next_offset=next_offset)
 
     async def search(self, q: Query) -> SearchResult:

@@ -13,6 +13,7 @@ import numpy as np
 from cir.errors import InvalidFilterError, QueryError  # noqa: F401 - InvalidFilterError: the engine's errors in one place
 from cir.filters import Filter
 from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
+from cir.metadata import check_number
 from cir.search.paging import MAX_EXCLUDE_IDS, MAX_WINDOW
 
 MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
@@ -160,8 +161,9 @@ class Query:
             if len(self.image_weights) != n:
                 raise ImageWeightsError(f"image_weights: {len(self.image_weights)} weights for {n} references "
                                         "(uploaded images first, then reference_ids)")
-            try:
-                check_weights(np.asarray(self.image_weights, dtype=np.float64), n)
+            try:  # checked as the encoder uses them: float32
+                weights = [check_number(w, "float32") for w in self.image_weights]
+                check_weights(np.asarray(weights, dtype=np.float64), n)
             except ValueError as exc:
                 raise ImageWeightsError(f"image_weights: {exc}") from None
         if len(self.negative_texts) > MAX_NEGATIVES or not all(t and t.strip() for t in self.negative_texts):
@@ -173,10 +175,20 @@ class Query:
 
 def parse_weights(text: str) -> tuple[float, ...]:
     """Image weights as HTTP and `cir search` take them: "2,1,0.5" -> (2.0, 1.0, 0.5)."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ImageWeightsError(f"image_weights: not comma-separated numbers: {text[:100]!r}") from None
+    return weights_of(text.split(","))
+
+
+def weights_of(values) -> tuple[float, ...]:
+    """Image weights (numbers or number strings) checked on the one numeric path, in the encoder's float32."""
+    weights = []
+    for n, part in enumerate(values, 1):
+        try:  # the one numeric parsing path (cir.metadata), in the encoder's precision
+            weights.append(check_number(part, "float32"))
+        except ValueError as exc:
+            shown = str(part).strip() if len(str(part).strip()) <= 40 else str(part).strip()[:37] + "..."
+            raise ImageWeightsError(f"image_weights: not comma-separated numbers: weight {n} ({shown!r}) {exc} "
+                                    "(e.g. 2,1,1)") from None
+    return tuple(weights)
 
 
 def check_page(offset: int, k: int, excluded: int = 0) -> None:
@@ -226,6 +238,7 @@ class SearchResult:
     references: int = 0  # how many reference images were merged
     negative_weight: float | None = None  # the push used; None without negative texts
     vector: np.ndarray | None = field(default=None, repr=False)  # the composed query that was ranked
+    warnings: list[str] = field(default_factory=list)  # e.g. a filter value no item has (cir.filter_hints)
     offset: int = 0  # where this page starts in the query's sequence
     next_offset: int | None = None  # the next page's offset; None on the last page
 
@@ -233,6 +246,7 @@ class SearchResult:
 def result_dict(result: SearchResult, text_max_tokens: int, image_base: str = "/images") -> dict:
     """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
     warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
+    warnings += result.warnings
     return {"results": [hit_dict(h, image_base) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
             "index_version": result.index_version, "text_truncated": result.text_truncated,
             "references": result.references, "negative_weight": result.negative_weight,
