@@ -29,6 +29,7 @@ JSON_TYPE, FORM_TYPE = "application/json", "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"  # a form without files: accepted as today
 MAX_ID_CHARS = 1024
 LIST_FIELDS = ("image", "reference_id", "negative_text", "exclude_ids")
+MAX_FORM_FIELDS = MAX_EXCLUDE_IDS + 64  # every exclude_id, with room for the other fields; more is a 400
 
 
 class SearchParams(BaseModel):
@@ -207,7 +208,7 @@ def _form_fields(form) -> tuple[dict, list]:
 
 
 async def _from_form(request: Request, settings) -> q.Query:
-    async with request.form(max_files=64, max_fields=4 * MAX_EXCLUDE_IDS) as form:
+    async with request.form(max_files=64, max_fields=MAX_FORM_FIELDS) as form:
         data, uploads = _form_fields(form)
         p = _validated(SearchForm, data)
         q.check_reference_count(len(uploads) + len(p.reference_id or ()))  # before reading any upload
