@@ -39,7 +39,7 @@ import numpy as np
 from cir.columns import Columns
 from cir.errors import InvalidFilterError
 from cir.filter_masks import LIST_OPS, OPS_BY_TYPE, RANGE_OPS, bind_condition, condition_mask  # noqa: F401
-from cir.metadata import check_number, parse_number
+from cir.metadata import check_number
 
 MAX_FILTER_BYTES = 16 * 1024
 MAX_CONDITIONS = 64

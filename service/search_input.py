@@ -29,6 +29,7 @@ JSON_TYPE, FORM_TYPE = "application/json", "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"  # a form without files: accepted as today
 MAX_ID_CHARS = 1024
 LIST_FIELDS = ("image", "reference_id", "negative_text", "exclude_ids")
+MAX_FORM_FIELDS = MAX_EXCLUDE_IDS + 64  # every exclude_id, with room for the other fields; more is a 400
 
 
 class SearchParams(BaseModel):
@@ -173,6 +174,13 @@ async def _from_json(request: Request, settings) -> q.Query:
     if not isinstance(body, dict):
         raise invalid("body", "the body is a JSON object of search fields", "model_attributes_type")
     _check_known(body, JSON_FIELDS, "a JSON search")
+    for key, value in body.items():
+        if key != "image":  # base64 images are checked as they are decoded
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid(key, f"{key} holds a lone surrogate (an escape such as \\ud800 that is not a "
+                                   "character): send valid Unicode text") from None
     p = _validated(SearchJSON, body)
     q.check_reference_count(len(p.image or ()) + len(p.reference_id or ()))
     images = _base64(p.image or [], settings.max_upload_bytes, settings.max_total_upload_bytes)
@@ -200,7 +208,7 @@ def _form_fields(form) -> tuple[dict, list]:
 
 
 async def _from_form(request: Request, settings) -> q.Query:
-    async with request.form(max_files=64, max_fields=4 * MAX_EXCLUDE_IDS) as form:
+    async with request.form(max_files=64, max_fields=MAX_FORM_FIELDS) as form:
         data, uploads = _form_fields(form)
         p = _validated(SearchForm, data)
         q.check_reference_count(len(uploads) + len(p.reference_id or ()))  # before reading any upload

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cir.search.paging import MAX_EXCLUDE_IDS
-
 from service.app import create_app
+from service.search_input import MAX_FORM_FIELDS
 from service_fixtures import (LiveServer, live_server, rich_index, rich_server, server_settings,  # noqa: F401
                               world_index)
 
@@ -114,10 +113,10 @@ def test_extreme_but_equal_float32_weights_rank_like_equal_weights(client, rich_
 
 def test_extreme_unequal_weights_rank_like_one_reference(client, rich_index):
     a, b = _two_refs(rich_index)
+    # keep_references: both answers rank the references too (left out by default, b only from the first)
     r = client.post("/search", data={"reference_id": [a, b], "text": "a shape", "k": "16",
                                      "image_weights": "3e38,1e-40", "keep_references": "true"})
-    one = client.post("/search", data={"reference_id": a, "text": "a shape", "k": "16",
-                                     "keep_references": "true"})
+    one = client.post("/search", data={"reference_id": a, "text": "a shape", "k": "16", "keep_references": "true"})
     assert r.status_code == 200 and [h["id"] for h in r.json()["results"]] == [h["id"] for h in one.json()["results"]]
 
 
@@ -177,8 +176,7 @@ def test_the_openapi_schema_says_image_weights_is_one_string(client):
 @pytest.mark.parametrize("case", ["fields", "field_size"])
 def test_the_form_parsers_limits_are_a_json_400(client, case):
     if case == "fields":
-        # one field more than the form parser takes (exclude_ids may repeat up to MAX_EXCLUDE_IDS times)
-        files = [("negative_text", (None, b"x")) for _ in range(4 * MAX_EXCLUDE_IDS + 1)] + [("text", (None, b"red"))]
+        files = [("negative_text", (None, b"x")) for _ in range(MAX_FORM_FIELDS + 1)] + [("text", (None, b"red"))]
     else:
         files = [("text", (None, b"x" * (1024 * 1024 + 10)))]
     body = _assert_error(client.post("/search", files=files), 400, "bad_request")

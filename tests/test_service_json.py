@@ -52,9 +52,16 @@ def test_json_equals_multipart(client, world_index):
     ("form", {"text": "red", "k": "10", "offset": "-1"}, 422, "greater than or equal to 0"),
     ("json", {"text": "red", "filter": {"or": {"colour": "red"}}}, 422, '"or" takes a non-empty list'),
     ("json", [1, 2], 422, "JSON object"),
+    ("json", {"text": "\ud800 red"}, 422, "lone surrogate"),
+    ("json", {"reference_id": ["\udfff"]}, 422, "lone surrogate"),
+    ("json", {"text": "red", "filter": {"colour": "\ud800"}}, 422, "lone surrogate"),
+    ("json", {"image": ["\ud800AAA"]}, 422, "is not base64"),
 ])
 def test_strict_input(client, kind, body, status, needle):
-    r = client.post("/search", json=body) if kind == "json" else client.post("/search", data=body)
+    if kind == "json":  # json.dumps escapes lone surrogates, as a client sending them would
+        r = client.post("/search", content=json.dumps(body), headers={"content-type": "application/json"})
+    else:
+        r = client.post("/search", data=body)
     assert r.status_code == status, r.text
     detail = json.dumps(r.json()["detail"], ensure_ascii=False).replace('\\"', '"')
     assert needle in detail and r.json()["error"] in ("invalid_request", "invalid_filter", "invalid_paging")
