@@ -20,7 +20,7 @@ from cir.images import FORMATS_TEXT, ImageDecodeError
 from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
-from service import schemas
+from service import feedback, schemas
 from service.swap import IndexManager
 from service.thumbs import thumb_size
 
@@ -146,7 +146,8 @@ async def search(
                     negative_weight=negative_weight, filter=parse_filter(filter))
     result = await engine.search(query)
     request.app.state.metrics.observe_search(result.timings_ms, result.text_truncated)
-    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length))
+    query_id = await feedback.record_search(request, query, result)
+    return schemas.SearchResponse(**q.result_dict(result, engine.encoder.text_max_length), query_id=query_id)
 
 
 class _AnyPath(Convertor):

@@ -23,7 +23,7 @@ from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api
+from service import api, feedback
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.settings import Settings
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(api.router)
+    app.include_router(feedback.router)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).

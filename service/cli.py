@@ -61,6 +61,10 @@ OPTIONS = [
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
     ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
+    ("--feedback-dir", "feedback_dir", str,
+     "log searches and POST /feedback clicks here for `cir feedback export` (default: feedback off)"),
+    ("--feedback-keep-uploads", "feedback_keep_uploads", bool,
+     "keep uploaded query images in the feedback log (default: only their SHA-256)"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
 ]
 

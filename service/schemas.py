@@ -45,6 +45,8 @@ class SearchResponse(BaseModel):
                                                             "without one")
     warnings: list[str] = Field(default_factory=list)
     timings_ms: Timings
+    query_id: str | None = Field(None, description="send it with POST /feedback; null when the server collects "
+                                                   "no feedback")
 
 
 class FieldInfo(BaseModel):

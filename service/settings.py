@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    feedback_dir: Path | None = Field(None, description="log searches and POST /feedback here (docs/supervised.md); "
+                                                        "unset: feedback is off")
+    feedback_keep_uploads: bool = Field(False, description="keep uploaded query images in the feedback log "
+                                                           "(else only their SHA-256)")
+    feedback_max_mb: float = Field(1024.0, gt=0, description="most MiB the feedback log keeps (oldest files go)")
+    feedback_max_age_days: float = Field(90.0, gt=0, description="days a feedback log file is kept")
 
     @field_validator("default_fusion")
     @classmethod
