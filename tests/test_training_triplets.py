@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from training_fixtures import make_config, tat_world  # noqa: F401
 
@@ -160,3 +162,23 @@ def test_cli_choices(make_config, sup_world, tmp_path, capsys, tiny_clip_dir):
     assert not (tmp_path / "o").exists()
     assert cli.main(["--check", "--triplets", _captions(sup_world), "--no-progress"]) == 0
     assert "decoded   48" in capsys.readouterr().out
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_kwargs: dict) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from training.config import TrainConfig  # noqa: PLC0415 - runs in a spawned process
+    assert train(TrainConfig(**cfg_kwargs)).status == "complete"
+
+
+def test_two_rank_ddp_equals_one_process(make_config, sup_world, tmp_path):
+    single = _sup(make_config, sup_world, out=str(tmp_path / "single"), lora_dropout=0.0, max_steps=3)
+    train(single)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, vars(single.replace(out=str(tmp_path / "ddp")))), nprocs=2, join=True)
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+              for d in ("single", "ddp")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build the validated TrainConfig from parsed arguments."""
     return TrainConfig(
-        model=args.model, data=args.triplets or args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        model=args.model, data=args.triplets or args.data, out=args.out, batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, epochs=args.epochs,
         max_steps=args.max_steps, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, temperature=args.temperature,

@@ -107,7 +107,8 @@ class TrainConfig:
         if self.alpha is not None and not (0.0 <= self.alpha <= 1.0):
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         _positive("hard_negatives_per_query", self.hard_negatives_per_query)
-        if self.objective == "tat" and (self.text_lora or self.hard_negatives or self.gallery or self.alpha is not None):
+        triplet_only = self.text_lora or self.hard_negatives or self.gallery or self.alpha is not None
+        if self.objective == "tat" and triplet_only:
             raise ValueError("text LoRA, hard negatives, a gallery and alpha are options of triplet training "
                              "(--triplets); TAT keeps the text tower frozen")
         if not self.eval_alpha or any(not (0.0 <= a <= 1.0) for a in self.eval_alpha):

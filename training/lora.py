@@ -30,6 +30,7 @@ def _matches(name: str, target: str) -> bool:
 
 def select_targets(model: torch.nn.Module, targets: Sequence[str], prefixes=None) -> list[str]:
     """Full names of the image-tower (or `prefixes`' tower) modules that the target names or regexes select."""
+    tower = "image-tower" if prefixes is None else "text-tower"
     prefixes = vision_prefixes(model) if prefixes is None else prefixes
     modules = dict(model.named_modules())
     chosen = []
@@ -42,7 +43,7 @@ def select_targets(model: torch.nn.Module, targets: Sequence[str], prefixes=None
         if any(_matches(name, t) for t in targets):
             chosen.append(name)
     if not chosen:
-        raise ValueError(f"no module of the {'/'.join(prefixes)} tower matches the LoRA targets {', '.join(targets)}")
+        raise ValueError(f"no {tower} module matches the LoRA targets {', '.join(targets)}")
     return chosen
 
 
@@ -64,7 +65,7 @@ def target_regex(names: Sequence[str], all_names: Sequence[str]) -> str:
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float,
              targets: Sequence[str], text_targets: Sequence[str] | None = None) -> PeftModel:
-    """Wrap the model with LoRA on the selected image-tower modules (and text-tower ones); every other weight is frozen."""
+    """Wrap the model with LoRA on the selected image-tower (and text-tower) modules; every other weight is frozen."""
     names = select_targets(model, targets)
     if text_targets:  # supervised CIR's text-LoRA ablation; TAT never passes them
         names += select_targets(model, text_targets, text_prefixes(model))
@@ -78,7 +79,7 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float,
 
 
 def check_trainable(model: torch.nn.Module, text: bool = False) -> None:
-    """Raise unless the only trainable parameters are LoRA weights inside the image tower (or, with text, either tower)."""
+    """Raise unless the only trainable parameters are LoRA weights in the image tower (with text: either tower)."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     prefixes = vision_prefixes(base) + (text_prefixes(base) if text else ())
     trainable = [n for n, p in base.named_parameters() if p.requires_grad]
@@ -121,7 +122,8 @@ def load_init_adapter(model: PeftModel, adapter: str | Path, base_fingerprint: s
         raise ValueError(f"--init-adapter {adapter} holds weights this LoRA wrap lacks "
                          f"({', '.join(result.unexpected_keys[:3])}); give the same --lora-targets and rank")
     prefixes = vision_prefixes(model.get_base_model())
-    missing = [k for k in result.missing_keys if "lora_" in k and in_tower(k.removeprefix("base_model.model."), prefixes)]
+    missing = [k for k in result.missing_keys
+               if "lora_" in k and in_tower(k.removeprefix("base_model.model."), prefixes)]
     if missing:
         raise ValueError(f"--init-adapter {adapter} lacks image-tower LoRA weights ({', '.join(missing[:3])})")
     return len(weights)
