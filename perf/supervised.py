@@ -106,20 +106,20 @@ def row(metrics: dict) -> dict:
     return out
 
 
-def runs(work: Path, style: str, train: Path, sizes, ablation) -> list[tuple[str, int | None, list[str]]]:
+def runs(work: Path, style: str, train: Path, sizes, ablation, recipe: list[str],
+         tag: str) -> list[tuple[str, int | None, list[str]]]:
     """(name, size, cir train argv) of every supervised run, the most telling first."""
-    tat = work / style / "tat"
+    tat = work / style / f"tat{tag}"
     plan = []
     for n in sorted(sizes):
         data = str(subset(train, work / style / f"triplets_{n}", n))
-        for init in ("base", "tat"):
-            plan.append((f"sup_{init}_{n}", n, ["--model", "toy", "--triplets", data, "--out",
-                                               str(work / style / f"sup_{init}_{n}"), *SUP_RECIPE,
-                                               *(["--init-adapter", str(tat)] if init == "tat" else [])]))
+        variants = [("base", []), ("tat", ["--init-adapter", str(tat)])]
         if n in ablation:
-            plan.append((f"sup_tat_textlora_{n}", n, ["--model", "toy", "--triplets", data, "--out",
-                                                      str(work / style / f"sup_tat_textlora_{n}"), *SUP_RECIPE,
-                                                      "--init-adapter", str(tat), "--text-lora"]))
+            variants.append(("tat_textlora", ["--init-adapter", str(tat), "--text-lora"]))
+        for init, options in variants:
+            name = f"sup_{init}{tag}_{n}"
+            plan.append((name, n, ["--model", "toy", "--triplets", data, "--out", str(work / style / name), *recipe,
+                                   *options]))
     return plan
 
 
@@ -171,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--ablation", default="1000", help="sizes with the text-LoRA ablation")
     p.add_argument("--run-args", default="--workers 1", help="extra cir train options that do not change results")
     p.add_argument("--plot", type=Path, help="write the learning-curve PNG here")
+    p.add_argument("--tat-recipe", default=shlex.join(TAT_RECIPE), help="cir train options of the TAT runs")
+    p.add_argument("--sup-recipe", default=shlex.join(SUP_RECIPE), help="cir train options of the supervised runs")
+    p.add_argument("--tag", default="", help="suffix of run folders, to keep runs of another recipe apart")
     args = p.parse_args(argv)
     work, sizes = args.work.expanduser(), [int(s) for s in args.sizes.split(",")]
     ablation = {int(s) for s in args.ablation.split(",") if s}
@@ -180,15 +183,16 @@ def main(argv=None) -> int:
     for style in args.styles.split(","):
         train, evaluation = make_worlds(work, style, max(sizes))
         results[(style, "zero-shot", None)] = row(evaluate(work, style, evaluation, "zeroshot", None, []))
-        tat = work / style / "tat"
+        tat = work / style / f"tat{args.tag}"
         _run("train", train_main, ["--model", "toy", "--data", str(train / "captions.jsonl"), "--out", str(tat),
-                                   *TAT_RECIPE, "--resume", "--no-progress", *extra])
-        results[(style, "TAT", None)] = row(evaluate(work, style, evaluation, "tat", tat, []))
-    plan = [(style, *r) for style in args.styles.split(",") for r in runs(work, style, work / style / "train",
-                                                                           sizes, ablation)]
+                                   *shlex.split(args.tat_recipe), "--resume", "--no-progress", *extra])
+        results[(style, "TAT", None)] = row(evaluate(work, style, evaluation, f"tat{args.tag}", tat, []))
+    recipe = shlex.split(args.sup_recipe)
+    plan = [(style, *r) for style in args.styles.split(",")
+            for r in runs(work, style, work / style / "train", sizes, ablation, recipe, args.tag)]
     for style, name, n, argv_ in sorted(plan, key=lambda r: r[2]):  # small sizes of every style first
         _run("train", train_main, [*argv_, "--resume", "--no-progress", *extra])
-        key = name.rsplit("_", 1)[0]
+        key = name.rsplit("_", 1)[0].removesuffix(args.tag)
         results[(style, key, n)] = row(evaluate(work, style, work / style / "eval", name, work / style / name, []))
         print(table(results), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
