@@ -65,7 +65,7 @@ async def record_search(request: Request, query: q.Query, result: q.SearchResult
 
 
 @router.post("/feedback", response_model=FeedbackResponse, tags=["search"], dependencies=[Depends(require_read_key)],
-             responses={code: {"model": ErrorBody} for code in (401, 404, 422, 503)},
+             responses={code: {"model": ErrorBody} for code in (400, 401, 404, 422, 503)},
              summary="Report a click, select or skip on a result of a logged search (when feedback is on)")
 async def feedback(request: Request, body: FeedbackRequest) -> FeedbackResponse:
     log = feedback_log(request.app)
