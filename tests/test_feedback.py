@@ -8,10 +8,10 @@ import time
 
 import httpx
 import pytest
+from service_fixtures import LiveServer, server_settings, world_index  # noqa: F401 - fixtures
 
 from cir.feedback import UPLOADS, FeedbackLog, export_triplets, read_events, segments
 from cir_cli.feedback import main as feedback_main
-from service_fixtures import LiveServer, server_settings, world_index  # noqa: F401 - fixtures
 
 
 def _search(client, **fields):

@@ -19,12 +19,12 @@ from training.batches import Plan, auto_holdout
 from training.check import SKIP_WARN, preflight
 from training.config import TrainConfig
 from training.data import DataFormatError, PairSource, open_pairs
-from training.supervised import triplet_recall
-from training.triplets import open_triplets
 from training.loss import resolve_positives
 from training.report import compare, measure
 from training.runtime import RunState, default_warmup
 from training.save import save_outputs
+from training.supervised import triplet_recall
+from training.triplets import open_triplets
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,14 @@ from training import distributed as D
 from training.batches import PairBatches, make_loader
 from training.config import TrainConfig
 from training.job import REPORT_FILE, Job, build_job, finish, start
-from training.lora import (adapter_shape, add_lora, load_init_adapter, parameter_counts, set_lora_train_mode,
-                           trainable_parameters)
+from training.lora import (
+    adapter_shape,
+    add_lora,
+    load_init_adapter,
+    parameter_counts,
+    set_lora_train_mode,
+    trainable_parameters,
+)
 from training.loss import contrastive_loss, positives_matrix
 from training.runtime import RunState, StopFlag, TrainLog, seed_everything, warmup_cosine
 from training.supervised import TripletBatches, hard_negatives, index_alpha, triplet_loss
