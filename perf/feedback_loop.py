@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--queries", type=int, default=QUERIES, help="queries of the world (loop + test)")
     p.add_argument("--gallery-size", type=int, default=3000)
     p.add_argument("--run-args", default="--workers 1", help="extra cir train options that do not change results")
+    p.add_argument("--train-args", default=shlex.join(TRAIN), help="cir train options of each retraining")
+    p.add_argument("--tag", default="", help="suffix of the run and index folders of each round")
     args = p.parse_args(argv)
     work, rounds = args.work.expanduser(), [int(r) for r in args.rounds.split(",")]
     world = work / "world"
@@ -174,11 +176,11 @@ def main(argv=None) -> int:
         triplets = work / f"triplets_{total}.jsonl"
         _run("feedback", feedback_main, ["export", str(work / "feedback"), "--out", str(triplets)])
         n = sum(1 for _ in open(triplets))
-        run = work / f"run_{total}"
+        run = work / f"run{args.tag}_{total}"
         _run("train", train_main, ["--model", "toy", "--triplets", str(triplets), "--gallery", str(work / "index_0"),
-                                   "--out", str(run), *TRAIN, "--resume", "--no-progress",
+                                   "--out", str(run), *shlex.split(args.train_args), "--resume", "--no-progress",
                                    *shlex.split(args.run_args)])
-        index = build_index(work, manifest, f"index_{total}", run)
+        index = build_index(work, manifest, f"index{args.tag}_{total}", run)
         with Server(index, work / "feedback") as client:
             rows.append((f"after {total} searches", total, n, recall(client, test)))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
