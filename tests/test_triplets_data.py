@@ -100,6 +100,10 @@ def test_real_fashioniq_train_excerpt(shared_formats, tmp_path):
     assert t.text == join_captions(*entries[0]["captions"])
     assert t.references == (str(root / "images" / f"{entries[0]['candidate']}.png"),)
     assert t.target == str(root / "images" / f"{entries[0]['target']}.jpg")
+    shutil.copy(root / "captions" / "cap.dress.train.json", root / "captions" / "cap.shirt.train.json")
+    shutil.copy(shared_formats / "fashioniq" / "captions" / "cap.dress.val.json", root / "captions")
+    both = open_triplets(root / "captions")  # the folder: every category's train captions, not val
+    assert len(both) == 2 * len(entries) and both.format == "fashioniq"
 
 
 class _Gallery:

@@ -89,7 +89,8 @@ def _add_io(p: argparse.ArgumentParser) -> None:
     io.add_argument("--data", metavar="PATH", help="TAT: JSONL/CSV/TSV of image,caption or a WebDataset folder")
     io.add_argument("--triplets", metavar="FILE",
                     help="supervised CIR instead of TAT: CIRR captions (cap.rc2.train.json), FashionIQ captions "
-                         "(cap.<category>.train.json) or a JSONL of {reference, text, target} (see below)")
+                         "(cap.<category>.train.json; a captions/ folder: all its cap.*.train.json) or a JSONL of "
+                         "{reference, text, target} (see below)")
     io.add_argument("--out", metavar="DIR", help="output folder (must be empty, or this run with --resume); required")
     io.add_argument("--check", action="store_true",
                     help="only check the data: count rows whose image resolves and decodes, list why the others "

@@ -175,9 +175,23 @@ def _jsonl(path: Path, gallery) -> TripletSource:
     return TripletSource(path, out, "jsonl", hint)
 
 
+def _captions_folder(p: Path) -> TripletSource:
+    """Every `cap.*.train.json` of a captions folder (FashionIQ's three categories), as one source."""
+    files = sorted(p.glob("cap.*.train.json"))
+    if not files:
+        raise DataFormatError(f"{p} holds no cap.*.train.json caption files")
+    parts = [open_triplets(f) for f in files]
+    return TripletSource(p, [t for part in parts for t in part.triplets], parts[0].format, parts[0].hint)
+
+
 def open_triplets(path: str | Path, gallery=None) -> TripletSource:
-    """Read a triplet file: CIRR or FashionIQ captions (.json), or JSONL; `gallery` is a GalleryView or None."""
+    """Read a triplet file: CIRR or FashionIQ captions (.json), or JSONL; `gallery` is a GalleryView or None.
+
+    A `captions/` folder stands for all of its `cap.*.train.json` files (FashionIQ's three categories).
+    """
     p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        return _captions_folder(p)
     if not p.is_file():
         raise DataFormatError(f"triplet file {path} does not exist")
     if p.suffix.lower() in (".jsonl", ".ndjson"):
