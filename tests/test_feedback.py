@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import time
 
 import httpx
 import pytest
+from cli_process import start_cli
 from service_fixtures import LiveServer, server_settings, world_index  # noqa: F401 - fixtures
 
 from cir.feedback import UPLOADS, FeedbackLog, export_triplets, read_events, segments
@@ -118,3 +121,33 @@ def test_log_rotates_prunes_by_size_and_age_and_survives_a_torn_line(tmp_path):
 def test_export_cli_errors(tmp_path):
     assert feedback_main(["export", str(tmp_path / "none"), "--out", str(tmp_path / "x.jsonl")]) == 2
     assert feedback_main(["export", str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--kinds", "like"]) == 2
+
+
+def test_acknowledged_feedback_survives_kill_9_of_the_server(world_index, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fdir = tmp_path / "fb"
+    proc = start_cli(["service", "--index", str(world_index["root"]), "--port", str(port), "--device", "cpu",
+                      "--feedback-dir", str(fdir), "--log-level", "warning"], start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        ids = world_index["ids"]
+        body = httpx.post(url + "/search", data={"reference_id": ids[0], "text": "make it red"}, timeout=60).json()
+        r = httpx.post(url + "/feedback", json={"query_id": body["query_id"], "item_id": ids[7], "kind": "select"},
+                       timeout=60)
+        assert r.status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert export_triplets(fdir, tmp_path / "t.jsonl")["written"] == 1
+    assert json.loads((tmp_path / "t.jsonl").read_text())["target"] == ids[7]
