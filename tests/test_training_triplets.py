@@ -159,6 +159,8 @@ def test_cli_choices(make_config, sup_world, tmp_path, capsys, tiny_clip_dir):
     assert code == 2 and "TAT keeps the text tower frozen" in err
     code, err = _cli(base + ["--triplets", str(tmp_path / "none.jsonl")], capsys)
     assert code == 2 and "does not exist" in err
+    code, err = _cli(base + ["--triplets", _captions(sup_world), "--hard-negatives", str(tmp_path / "none")], capsys)
+    assert code == 2 and "--hard-negatives" in err and "no published version" in err
     assert not (tmp_path / "o").exists()
     assert cli.main(["--check", "--triplets", _captions(sup_world), "--no-progress"]) == 0
     assert "decoded   48" in capsys.readouterr().out

@@ -12,7 +12,6 @@ import numpy as np
 
 from cir.encoder import Encoder, load_encoder
 from cir.io import atomic_write_json
-from cir.stores import open_store
 from training import checkpoint as ckpt
 from training import distributed as D
 from training.batches import Plan, auto_holdout
@@ -23,7 +22,7 @@ from training.loss import resolve_positives
 from training.report import compare, measure
 from training.runtime import RunState, default_warmup
 from training.save import save_outputs
-from training.supervised import triplet_recall
+from training.supervised import gallery_view, triplet_recall
 from training.triplets import open_triplets
 
 log = logging.getLogger(__name__)
@@ -91,15 +90,8 @@ def open_data(data: str, objective: str = "tat", gallery: str | None = None, ima
         return open_pairs(data, image_key, caption_key)
     if gallery is None:
         return open_triplets(data)
-    store = open_store(gallery)
-    try:
-        view = store.open()
-        try:
-            return open_triplets(data, view)
-        finally:
-            view.close()
-    finally:
-        store.close()
+    with gallery_view(gallery, "--gallery") as view:
+        return open_triplets(data, view)
 
 
 def _data_info(job: Job) -> dict:

@@ -194,7 +194,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.lora_targets is None:
         cfg = cfg.replace(lora_targets=model_family(cfg.model).lora_targets)
     if cfg.objective == "triplets" and cfg.alpha is None:
-        cfg = cfg.replace(alpha=index_alpha(cfg.hard_negatives or cfg.gallery))
+        option = "--hard-negatives" if cfg.hard_negatives else "--gallery"
+        cfg = cfg.replace(alpha=index_alpha(cfg.hard_negatives or cfg.gallery, option))
     return cfg
 
 

@@ -14,17 +14,19 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cir.defaults import DEFAULT_ALPHA
+from cir.errors import StoreError
 from cir.fusion import compose, l2_normalize
 from cir.io import atomic_write_json
 from cir.stores import open_store
 from training import distributed as D
-from training.data import BadImage
+from training.data import BadImage, DataFormatError
 from training.loss import _soft_cross_entropy
 from training.triplets import TripletSource, load_image
 
@@ -32,6 +34,21 @@ log = logging.getLogger(__name__)
 
 NEGATIVES_FILE = "hard_negatives.json"
 MINE_DEPTH = 20  # results searched per query when mining, before the target and references are dropped
+
+
+@contextlib.contextmanager
+def gallery_view(index_root: str, option: str) -> Iterator[object]:
+    """The current version of an index, closed after use; a bad root is a DataFormatError naming `option`."""
+    try:
+        store = open_store(index_root)
+        view = store.open()
+    except StoreError as exc:
+        raise DataFormatError(f"{option} {index_root}: {exc}") from exc
+    try:
+        yield view
+    finally:
+        view.close()
+        store.close()
 
 
 def _autocast(encoder):
@@ -205,16 +222,12 @@ def hard_negatives(job, index_root: str, per_query: int) -> dict[str, list[str]]
     """Mine (first run) or re-read (resume) the hard negatives of every training triplet, in OUT/hard_negatives.json."""
     path = job.out / NEGATIVES_FILE
     if job.info.main and not path.is_file():
-        store = open_store(index_root)
-        view = store.open()
-        try:
+        with gallery_view(index_root, "--hard-negatives") as view:
             job.model.eval()
             negatives = mine_negatives(job.encoder, job.source, job.plan.train, view, per_query, job.alpha,
                                        job.cfg.eval_batch_size)
-        finally:
-            view.close()
-            store.close()
-        atomic_write_json(path, {"index": str(index_root), "version": view.version, "per_query": per_query,
+            version = view.version
+        atomic_write_json(path, {"index": str(index_root), "version": version, "per_query": per_query,
                                  "negatives": negatives})
         log.info("mined %d hard negatives for %d triplets from %s", sum(map(len, negatives.values())),
                  len(negatives), index_root)
@@ -222,17 +235,10 @@ def hard_negatives(job, index_root: str, per_query: int) -> dict[str, list[str]]
     return json.loads(path.read_text())["negatives"]
 
 
-def index_alpha(index_root: str | None) -> float:
+def index_alpha(index_root: str | None, option: str = "--gallery") -> float:
     """The default alpha of an index's current version (what its searches use), else DEFAULT_ALPHA."""
     if not index_root:
         return DEFAULT_ALPHA
-    store = open_store(index_root)
-    try:
-        view = store.open()
-        try:
-            alpha = view.manifest.get("default_alpha")
-        finally:
-            view.close()
-    finally:
-        store.close()
+    with gallery_view(index_root, option) as view:
+        alpha = view.manifest.get("default_alpha")
     return DEFAULT_ALPHA if alpha is None else float(alpha)
