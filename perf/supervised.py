@@ -190,7 +190,8 @@ def main(argv=None) -> int:
     recipe = shlex.split(args.sup_recipe)
     plan = [(style, *r) for style in args.styles.split(",")
             for r in runs(work, style, work / style / "train", sizes, ablation, recipe, args.tag)]
-    for style, name, n, argv_ in sorted(plan, key=lambda r: r[2]):  # small sizes of every style first
+    # every style at the largest size first: the point a short budget cannot show (runs are independent)
+    for style, name, n, argv_ in sorted(plan, key=lambda r: -r[2]):
         _run("train", train_main, [*argv_, "--resume", "--no-progress", *extra])
         key = name.rsplit("_", 1)[0].removesuffix(args.tag)
         results[(style, key, n)] = row(evaluate(work, style, work / style / "eval", name, work / style / name, []))
