@@ -15,25 +15,39 @@ GPU_PYTHON ?= $(BIN)/python
 
 help:
 	@echo "make demo     - install into $(VENV) and run the offline demo on http://127.0.0.1:$${CIR_PORT:-8000}"
-	@echo "make test     - install test dependencies (Chromium included) and run the test suite offline"
+	@echo "make test     - install the test dependencies into $(VENV) and run the test suite offline"
+	@echo "make system-tools - apt-install Chromium for the browser test (CIR_TEST_COMPOSE=1: also docker-compose and Docker)"
 	@echo "make toy-model- retrain the built-in demo model (cir/assets/toy, ~15-25 min on 2 cores)"
 	@echo "make compose-smoke - build the CPU image and smoke-test docker compose (needs a Docker engine)"
 	@echo "make conformance - every backbone at its real size, random weights, on the CPU (slow, several GB)"
 	@echo "make gpu-suite - the GPU check suite, ~8 min on one GPU -> runs/gpu_suite/report.{json,md}"
 	@echo "make gpu-suite DRY=1 - the same suite on the CPU with tiny sizes (runs/gpu_suite_dry/)"
 
+# The installer: uv when it is on PATH (several times faster than pip, same packages; `pip install
+# uv` puts it there), else pip. INSTALLER=pip forces pip.
+INSTALLER ?= $(if $(shell command -v uv 2>/dev/null),uv,pip)
+ifeq ($(INSTALLER),uv)
+MAKE_VENV = uv venv -q --seed --python $(PYTHON) $(VENV)
+PIP_INSTALL = uv pip install -q --python $(BIN)/python
+else
+MAKE_VENV = $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip
+PIP_INSTALL = $(BIN)/pip install -q
+endif
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@echo "creating $(VENV) with $(INSTALLER)"
+	$(MAKE_VENV)
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+# The serving install: no plotting, evaluation tables or peers' tools (extras: eval, dev).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e .
+	$(PIP_INSTALL) "$(TORCH_SPEC)"
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev]"
+	@echo "installing the test dependencies into $(VENV) (nothing outside it)"
+	$(PIP_INSTALL) -e ".[dev]"
 	touch $@
 
 install: $(STAMP)
@@ -43,18 +57,21 @@ dev: $(DEV_STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/cir demo
 
-# The browser test drives Debian's Chromium and the compose test runs docker-compose's own
-# validation; install them when we can (root + apt), else those tests skip.
-SYSTEM_TOOLS := chromium docker-compose
+# System-wide tools, installed only when asked for (`make system-tools`, as root with apt): Debian's
+# Chromium for the browser test (tests/test_service_browser.py), and with CIR_TEST_COMPOSE=1 also
+# docker-compose, which pulls in Docker (docker.io, with its systemd units) for the compose CLI
+# check. `make test` installs nothing outside $(VENV): without them those tests skip and say why.
+SYSTEM_TOOLS := chromium $(if $(CIR_TEST_COMPOSE),docker-compose)
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -q || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	  else echo "missing$$missing and cannot install: the tests that need them will be skipped"; fi; \
-	fi
+	if [ -z "$$missing" ]; then echo "system tools present: $(SYSTEM_TOOLS)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing system-wide with apt-get:$$missing"; \
+	  (apt-get update -q || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "missing$$missing and cannot install them (needs root and apt): those tests will be skipped"; fi
 
-test: $(DEV_STAMP) system-tools
+test: $(DEV_STAMP)
+	@command -v chromium >/dev/null 2>&1 || echo "note: no chromium, the browser tests skip (\`make system-tools\` installs it with apt)"
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -rs
 
 toy-model: $(STAMP)

@@ -15,7 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import transformers
 from peft import PeftModel
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from cir.families import GENERIC, Family, check_architecture, family_of, missing_weights
 from cir.fusion import l2_normalize
@@ -248,6 +249,20 @@ def apply_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(f"adapter {adapter} does not fit this model: {exc}") from exc
     return peft_model.merge_and_unload()
+
+
+@contextlib.contextmanager
+def loading_bars(enabled: bool) -> Iterator[None]:
+    """transformers' and the hub's progress bars (the "Loading weights" bar) on or off for a block."""
+    was = hf_logging.is_progress_bar_enabled()
+    if enabled or not was:
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def load_encoder(name_or_path: str, adapter: str | Path | None = None,

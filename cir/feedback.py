@@ -2,7 +2,7 @@
 
 DIR holds append-only JSONL segments `feedback-<UTC time>-<ns>.jsonl` with two kinds of lines:
 
-    {"event": "query", "query_id", "time", "index_version", "references": [gallery ids],
+    {"event": "query", "query_id", "time", "gallery", "index_version", "references": [gallery ids],
      "uploads": [SHA-256 of each uploaded image], "text", "alpha", "fusion", "filter", "k", "results": [ids]}
     {"event": "feedback", "query_id", "item_id", "kind": "click" | "select" | "skip", "time"}
 
@@ -76,20 +76,24 @@ class FeedbackLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
-        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.recent: OrderedDict[str, str | None] = OrderedDict()  # query_id -> gallery name
         for event in read_events(self.root):  # feedback on queries logged before a restart stays valid
             if event["event"] == "query":
-                self._remember(str(event.get("query_id")))
+                self._remember(str(event.get("query_id")), event.get("gallery"))
         self.prune()
 
-    def _remember(self, query_id: str) -> None:
-        self.recent[query_id] = None
+    def _remember(self, query_id: str, gallery: str | None) -> None:
+        self.recent[query_id] = gallery
         while len(self.recent) > RECENT_QUERIES:
             self.recent.popitem(last=False)
 
     def knows(self, query_id: str) -> bool:
         """Was this query logged (and not yet forgotten)?"""
         return query_id in self.recent
+
+    def gallery_of(self, query_id: str) -> str | None:
+        """The gallery (collection) a logged query searched, None for the default or an unknown query."""
+        return self.recent.get(query_id)
 
     def _open_segment(self) -> None:
         if self._fd is not None:
@@ -118,14 +122,15 @@ class FeedbackLog:
         return digest
 
     def record_query(self, query_id: str, *, references, uploads, text, alpha, fusion, filter, k: int,
-                     index_version: str | None, results) -> None:
+                     index_version: str | None, results, gallery: str | None = None) -> None:
         """Log one search (uploads as their SHA-256, their bytes too when keep_uploads is on)."""
-        event = {"event": "query", "query_id": query_id, "time": time.time(), "index_version": index_version,
+        event = {"event": "query", "query_id": query_id, "time": time.time(), "gallery": gallery,
+                 "index_version": index_version,
                  "references": list(references), "uploads": [self._keep(u) for u in uploads], "text": text,
                  "alpha": alpha, "fusion": fusion, "filter": filter, "k": k, "results": list(results)}
         self._append(event, sync=False)
         with self._lock:
-            self._remember(query_id)
+            self._remember(query_id, gallery)
 
     def record_feedback(self, query_id: str, item_id: str, kind: str) -> dict:
         """Log one click, select or skip on a logged query's item; returns the event."""

@@ -176,10 +176,12 @@ def _weight_rows(weights, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"got {tuple(w.shape)} weights for {n} vectors; give one weight per vector")
     if not bool(torch.all(torch.isfinite(w) & (w >= 0))):
         raise ValueError("weights must be finite and >= 0")
-    total = w.sum(-1, keepdim=True)
-    if not bool(torch.all(total > 0)):
+    heaviest = w.amax(-1, keepdim=True)
+    if not bool(torch.all(heaviest > 0)):
         raise ValueError("weights must not all be 0")
-    return (w / total).expand(x.shape[:-1]).unsqueeze(-1)
+    # scaled to at most 1 first: a sum of huge float32 weights (3e38 + 3e38) would overflow to inf
+    w = w / heaviest
+    return (w / w.sum(-1, keepdim=True)).expand(x.shape[:-1]).unsqueeze(-1)
 
 
 def check_weights(weights, count: int) -> None:

@@ -173,6 +173,11 @@ def decode_image(data: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS,
             release_memory()
 
 
+def bytes_sha256(data: bytes) -> str:
+    """sha256 (hex) of bytes in memory: equals file_sha256 of a file holding them (the items' `sha256`)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

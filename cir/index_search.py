@@ -91,18 +91,22 @@ def _params(index, factory: str, selector, k: int, selectivity: float):
 
 def filtered_search(index, embeddings: np.ndarray, query: np.ndarray, k: int, mask: np.ndarray, *,
                     factory: str, rerank: int = 0, on_gpu: bool = False,
-                    exact_max: int = EXACT_MAX_MATCHES) -> tuple[np.ndarray, np.ndarray, str]:
+                    exact_max: int = EXACT_MAX_MATCHES, packed: tuple[int, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """Top-k rows of `query` among the rows where `mask` is true: (scores, rows, plan name).
 
     `index` holds the same rows as `embeddings`; fewer than k rows come back only when fewer match.
+    `packed` = (matches, np.packbits(mask, bitorder="little")), when a caller reuses one mask for
+    many queries (a live view's deleted rows), saves counting and packing it per query.
     """
-    matches = int(np.count_nonzero(mask))
+    matches = int(np.count_nonzero(mask)) if packed is None else packed[0]
     k = min(k, matches)
     if k == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64), "exact"
     if matches <= exact_max or on_gpu:  # faiss-gpu has no ID selectors
         return (*exact_search(embeddings, np.flatnonzero(mask), query, k), "exact")
-    bits = np.packbits(mask, bitorder="little")  # must outlive the search: the selector points into it
+    # must outlive the search: the selector points into it
+    bits = np.packbits(mask, bitorder="little") if packed is None else packed[1]
     selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
     params = _params(index, factory, selector, k, matches / len(mask))
     scores, found = rerank_search(index, embeddings, query[None], k, rerank if "PQ" in factory else 0, params)

@@ -24,8 +24,9 @@ import numpy as np
 
 from cir.index_factory import factory_kind
 from cir.columns import COLUMNS_DIR, Columns, load_columns
-from cir.index_search import EXACT_MAX_MATCHES, filtered_search, rerank_search
+from cir.index_search import EXACT_MAX_MATCHES, exact_search, filtered_search, rerank_search
 from cir.io import atomic_write_text
+from cir.version_names import missing_message, prefix_matches, read_pruned
 from cir.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,27 @@ class IndexRoot:
         return sorted(p.name for p in base.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
+    def resolve(self, name: str) -> str:
+        """A complete version by its full name or a unique prefix (v000003); IndexStoreError saying why not
+        (pruned, with the versions kept; ambiguous; unknown)."""
+        versions = self.versions()
+        matches = prefix_matches(name, versions)
+        if len(matches) != 1:
+            raise IndexStoreError(self._missing(name, versions))
+        return matches[0]
+
+    def _missing(self, name: str, versions: list[str]) -> str:
+        try:
+            current = self.current_version()
+        except IndexStoreError:
+            current = None
+        return missing_message(name, versions, read_pruned(self.root), current)
+
     def publish(self, version: str) -> None:
         """Point CURRENT at a complete version with an atomic rename."""
-        if version not in self.versions():
-            raise IndexStoreError(f"version {version!r} is not a complete version in {self.root}")
+        versions = self.versions()
+        if version not in versions:
+            raise IndexStoreError(self._missing(version, versions))
         atomic_write_text(self.root / CURRENT, version + "\n")
 
     def manifest(self, version: str) -> dict:
@@ -189,20 +207,26 @@ class LoadedIndex:
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.manifest["dim"]:
             raise ValueError(f"query dim {q.shape[1]} != index dim {self.manifest['dim']}")
-        scores, rows = rerank_search(self.index, self.vectors, q, int(min(k, max(self.count, 1))),
-                                     int(self.manifest.get("rerank") or 0))
+        k = int(min(k, max(self.count, 1)))
+        scores, rows = rerank_search(self.index, self.vectors, q, k, int(self.manifest.get("rerank") or 0))
+        for i in np.flatnonzero((rows >= 0).sum(axis=1) < min(k, self.count)):
+            # a graph walk can reach fewer than k items (deep pages): the exact scan answers, as when filtered
+            found, exact = exact_search(self.vectors, np.arange(self.count), q[i], k)
+            scores[i, : len(found)], rows[i, : len(found)] = found, exact
         ids = [[self.ids[r] for r in row if r >= 0] for row in rows]
         return scores, ids
 
-    def search_filtered(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Top-k of one query among the rows where `mask` is true (cir.index_search's plan); (scores, ids)."""
+    def search_filtered(self, query: np.ndarray, k: int, mask: np.ndarray, packed=None) -> tuple[np.ndarray, list[str]]:
+        """Top-k of one query among the rows where `mask` is true (cir.index_search's plan; `packed`: its
+        precomputed (count, bits)); (scores, ids)."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self.manifest["dim"]:
             raise ValueError(f"query dim {q.shape[0]} != index dim {self.manifest['dim']}")
         scores, rows, _ = filtered_search(self.index, self.vectors, q, k, mask,
                                           factory=self.manifest.get("factory", ""),
                                           rerank=int(self.manifest.get("rerank") or 0),
-                                          on_gpu=self.gpu_resources is not None, exact_max=self.exact_max)
+                                          on_gpu=self.gpu_resources is not None, exact_max=self.exact_max,
+                                          packed=packed)
         return scores, [self.ids[r] for r in rows]
 
     @property
@@ -242,6 +266,10 @@ class LoadedIndex:
         """The stored unit image embedding of an item, or None."""
         row = self._query("SELECT row FROM items WHERE id = ?", (item_id,))
         return None if row is None else np.array(self._embeddings[row[0]], dtype=np.float32)
+
+    def row_embedding(self, row: int) -> np.ndarray:
+        """The stored unit image embedding of row `row`."""
+        return np.array(self._embeddings[row], dtype=np.float32)
 
     def close(self) -> None:
         """Release the sqlite connection (the index and mmaps go with the object)."""

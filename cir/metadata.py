@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+import struct
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -67,18 +69,49 @@ def format_epoch(seconds: float, ftype: str) -> str:
     return value.date().isoformat() if ftype == DATE else value.isoformat().replace("+00:00", "Z")
 
 
-def parse_number(value: Any) -> float | None:
-    """A finite float from a JSON number (not a boolean) or a plain decimal string, else None."""
-    if isinstance(value, bool):
+# What a number must fit: float64 for metadata columns and filters, float32 for values the
+# encoder's tensors use (image weights). The largest finite value of each.
+FLOAT_MAX = {"float64": sys.float_info.max, "float32": 3.4028234663852886e38}
+
+
+def check_number(value: Any, precision: str = "float64") -> float:
+    """A JSON number (not a boolean) or a plain decimal string as a float `precision` can hold.
+
+    Raises ValueError saying why otherwise: not a number, infinite or NaN, too large (an
+    integer literal of 400 digits included), or a non-zero value so small it would round to 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("is not a number")
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and _NUMBER.fullmatch(text) is None:
+        raise ValueError("is not a number")
+    try:
+        number = float(text if text is not None else value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"is too large for a {precision}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"is too large for a {precision}" if text is not None and "inf" not in text.lower()
+                         else "is not a finite number")
+    if abs(number) > FLOAT_MAX[precision]:
+        raise ValueError(f"is too large for a {precision}")
+    if _rounds_to_zero(number, value, precision):
+        raise ValueError(f"is too small for a {precision} (it would round to 0)")
+    return number
+
+
+def _rounds_to_zero(number: float, value: Any, precision: str) -> bool:
+    if precision == "float32" and number != 0.0:
+        return struct.unpack("f", struct.pack("f", number))[0] == 0.0
+    # float64: a decimal string with a non-zero digit that parsed as 0 (e.g. "1e-400")
+    return number == 0.0 and isinstance(value, str) and any(c in "123456789" for c in value.split("e")[0].split("E")[0])
+
+
+def parse_number(value: Any, precision: str = "float64") -> float | None:
+    """check_number's float, or None where it would raise."""
+    try:
+        return check_number(value, precision)
+    except ValueError:
         return None
-    if isinstance(value, str):
-        if _NUMBER.fullmatch(value.strip()) is None:
-            return None
-        value = float(value)
-    if not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _json_kind(value: Any) -> str:

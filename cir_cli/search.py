@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"colour": "blue", "price": {"lt": 50}}\', '
                                                    "or @FILE to read it from a file (fields: cir index info ROOT)")
     p.add_argument("--k", type=int, default=10, help="number of results (default 10, at most 1000)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many results: the page after them (offset + k "
+                                                         "<= 10000; --json shows next_offset)")
+    p.add_argument("--exclude-id", action="append", default=[], metavar="ID",
+                   help="never return this gallery item (repeatable)")
+    p.add_argument("--keep-references", action="store_true",
+                   help="also return the query's own references (left out by default: the --reference-ids, and "
+                        "gallery items whose file equals an --image)")
     p.add_argument("--alpha", type=float, help="text weight 0..1 (default: the index manifest's)")
     p.add_argument("--fusion", default="slerp", help="slerp (default), linear, image or text")
     p.add_argument("--min-score", type=float, help="drop hits scoring below this cosine")
@@ -127,7 +134,8 @@ def _answer(args) -> int:
                   reference_ids=tuple(args.reference_id), text=(args.text or "").strip() or None, k=args.k,
                   alpha=args.alpha, fusion=args.fusion, min_score=args.min_score, filter=flt,
                   image_weights=parse_weights(args.image_weights) if args.image_weights else None,
-                  negative_texts=tuple(t.strip() for t in args.negative_text), negative_weight=args.negative_weight)
+                  negative_texts=tuple(t.strip() for t in args.negative_text), negative_weight=args.negative_weight,
+                  offset=args.offset, exclude_ids=tuple(args.exclude_id), keep_references=args.keep_references)
     query.check()  # before the model loads: bad weights or references fail fast
     index = open_store(args.index).open(args.version)
     try:

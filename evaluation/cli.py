@@ -134,7 +134,7 @@ def run_eval(args, argv: list[str]) -> int:
     import torch  # noqa: PLC0415
 
     from cir.benchmarks.runner import run_evaluation  # noqa: PLC0415
-    from cir.encoder import load_encoder  # noqa: PLC0415
+    from cir.encoder import load_encoder, loading_bars  # noqa: PLC0415
     from evaluation.outputs import markdown_table, write_outputs  # noqa: PLC0415
 
     if args.threads:
@@ -148,7 +148,8 @@ def run_eval(args, argv: list[str]) -> int:
                      skip_missing=args.skip_missing, categories=cats, caption_order=args.caption_order,
                      progress=not args.no_progress, single_index=args.single_index)
     try:
-        encoder = load_encoder(args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
+        with loading_bars(not args.no_progress):  # --no-progress: no "Loading weights" bar either
+            encoder = load_encoder(args.model, adapter=args.adapter, device=args.device, dtype=args.dtype)
     except RuntimeError as exc:  # cir.models.ModelLoadError: a model that cannot be found or loaded
         raise ValueError(str(exc)) from exc
     run = run_evaluation(encoder, cfg)
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_compare(args) if args.compare else run_eval(args, argv)
-    except (ValueError, OSError) as exc:  # BenchmarkError, CompareError and a model that does not load among them
+    except (ValueError, OSError, ImportError) as exc:  # BenchmarkError, CompareError, a model that does not
+        # load, and matplotlib missing from a lean install (the `eval` extra)
         print(f"cir eval: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cir.benchmarks import default_cache_dir
-from cir.encoder import load_encoder
+from cir.encoder import load_encoder, loading_bars
 from cir.fusion import compose, fuse, l2_normalize, negative
 from cir.io import atomic_write_text
 from cir.models import ModelLoadError
@@ -160,7 +160,8 @@ def run(args, argv: list[str]) -> dict:
         raise ValueError("--alpha and --wrong-share must be in [0, 1]")
     if args.threads:
         torch.set_num_threads(args.threads)
-    encoder = load_encoder(args.model, adapter=args.adapter, device="cpu")
+    with loading_bars(not args.no_progress):
+        encoder = load_encoder(args.model, adapter=args.adapter, device="cpu")
     world = load_world(args.world, encoder, args.cache_dir or default_cache_dir(), workers=args.workers,
                        progress=not args.no_progress)
     texts = Texts(encoder)

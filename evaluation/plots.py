@@ -6,8 +6,11 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError as exc:  # the lean serving install: plotting is the `eval` extra
+    raise ImportError(f"cir eval's plots need matplotlib ({exc}): pip install 'cir[eval]'") from exc
 
 from cir.io import atomic_write_bytes
 

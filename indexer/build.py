@@ -15,18 +15,21 @@ from tqdm import tqdm
 
 from cir import index_store as store
 from cir.columns import build_columns, describe
+from cir.encoder import loading_bars
 from cir.images import IMAGE_EXTENSIONS
 from cir.models import ModelLoadError
 from cir.pipeline import iter_embedded_batches
 from cir.runtimes import load_runtime_encoder
+from cir.stores.faiss_root import FaissRootStore, discard_changes, pending_changes
 from indexer.config import BuildConfig
 from indexer.errors import BuildError, OutputError
+from indexer.skips import over_limit, summary
 from indexer.factory import build_index, choose_factory
 from indexer.gallery import GalleryEntry, GalleryError, field_types, printable, read_gallery
 from indexer.items import compose_items
 from indexer.plan import Base, Plan, load_base, make_plan, unchanged
 from indexer.shards import STAGING, ShardStore, ShardWriter, shard_ranges, staging_key
-from indexer.versions import check_writable, new_version_name, prune, remove_stale_tmp, root_lock, write_version
+from cir.versioning import check_writable, new_version_name, prune, remove_stale_tmp, root_lock, write_version
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +136,9 @@ def _load(cfg: BuildConfig):
     try:
         # With Ray the actors embed; the driver only needs the encoder's identity and dim.
         device = "cpu" if cfg.executor == "ray" else cfg.device
-        return load_runtime_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype, runtime=cfg.runtime,
-                                    onnx_cache=cfg.onnx_cache)
+        with loading_bars(cfg.progress):  # --no-progress: no "Loading weights" bar either
+            return load_runtime_encoder(cfg.model, cfg.adapter, device=device, dtype=cfg.dtype,
+                                        runtime=cfg.runtime, onnx_cache=cfg.onnx_cache)
     except (ModelLoadError, ValueError, OSError) as exc:
         raise BuildError(f"cannot load the encoder: {exc}") from exc
 
@@ -179,8 +183,27 @@ def manifest_settings(manifest: dict) -> dict:
             "item_text": [text["field"], text["alpha"]] if text else None}
 
 
+def _check_live(cfg: BuildConfig) -> None:
+    """Refuse to build over live changes not folded into a version, unless told to discard them."""
+    pending = pending_changes(cfg.out) if not cfg.discard_live_changes else 0
+    if pending:
+        raise BuildError(f"{cfg.out} has {pending} live changes (API or `cir index apply` writes) not yet folded into "
+                         f"a version: run `cir index compact {cfg.out}` first to keep them, or pass "
+                         "--discard-live-changes to build without them")
+
+
+def _publish(cfg: BuildConfig, version: str) -> None:
+    """Publish under the root's write lock, so no live write lands between the last check and the switch."""
+    with FaissRootStore(cfg.out).write_lock():
+        _check_live(cfg)
+        if cfg.discard_live_changes:
+            discard_changes(cfg.out)
+        store.IndexRoot(cfg.out).publish(version)
+
+
 def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0: float, executor) -> BuildResult:
     remove_stale_tmp(cfg.out)
+    _check_live(cfg)
     base = load_base(cfg.out, encoder.fingerprint, cfg.force_new)
     plan = make_plan(entries, base, cfg.max_file_bytes)
     shards, ranges, rate = run_embedding(cfg, encoder, plan, executor)
@@ -188,6 +211,10 @@ def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0:
     if not items:
         reasons = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         raise BuildError(f"none of the {len(entries)} gallery files could be read ({reasons})")
+    if over_limit(cfg.max_skipped, len(skipped), len(entries)):
+        raise BuildError(f"{len(skipped)} of {len(entries)} gallery files were skipped ({summary(skipped)}), over "
+                         f"--max-skipped {cfg.max_skipped}: nothing published (fix the files and rerun: finished "
+                         "embeddings are reused)")
     factory = cfg.factory if cfg.factory != "auto" else choose_factory(len(items), encoder.dim, cfg.flat_max,
                                                                        cfg.max_memory_gb)
     embedded = len(items) - len(plan.reuse)
@@ -214,7 +241,7 @@ def _build_locked(cfg: BuildConfig, entries, types: dict[str, str], encoder, t0:
     manifest["fields"] = describe(columns)
     report = {"version": version, "counts": asdict(result), "skipped": skipped}
     write_version(cfg.out, version, vectors, items, built.index, manifest, report, ranked, columns)
-    store.IndexRoot(cfg.out).publish(version)
+    _publish(cfg, version)
     prune(cfg.out, cfg.keep)
     shutil.rmtree(cfg.out / STAGING, ignore_errors=True)
     result.seconds = round(time.perf_counter() - t0, 3)

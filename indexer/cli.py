@@ -12,6 +12,7 @@ from pathlib import Path
 from cir.runtimes import RUNTIMES
 from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
 from indexer.errors import BuildError
+from indexer.skips import skip_report
 
 D = BuildConfig  # field defaults of the one config: the CLI never restates them
 
@@ -74,8 +75,51 @@ def _build_parser(sub) -> None:
     p.add_argument("--follow-symlinks", action="store_true",
                    help="index symlinks in a gallery folder that point outside it (default: skipped with a reason)")
     p.add_argument("--faiss-threads", type=int, default=0, help="FAISS OpenMP threads (default 0 = all cores)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--max-skipped", metavar="N|P%", default=D.max_skipped,
+                   help="fail, publishing nothing, when more than N files (or P%% of the gallery) are skipped as "
+                        "missing or unreadable (default: no limit; every skip is reported on stderr)")
+    p.add_argument("--no-progress", action="store_true", help="hide every progress bar")
     p.add_argument("--json", action="store_true", help="print one final JSON line with the counts and images/s")
+    p.add_argument("--discard-live-changes", action="store_true",
+                   help="build even though ROOT has live changes (API or `cir index apply` writes) not yet folded "
+                        "into a version: the new version leaves them out and they are archived under ROOT/live/ "
+                        "(default: refuse, and say to run `cir index compact ROOT` first)")
+
+
+def _live_parsers(sub) -> None:
+    p = sub.add_parser("apply", help="apply live changes (upserts, patches, deletes) from a JSONL file",
+                       description=APPLY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="index root with a published version")
+    p.add_argument("changes", type=Path, help="JSONL file, one operation per line (see above)")
+    p.add_argument("--batch", type=int, default=1000, help="operations per locked, fsync'ed batch (default %(default)s)")
+    p.add_argument("--device", default=D.device, choices=DEVICES, help="encoder device for images (default %(default)s)")
+    p.add_argument("--max-file-mb", type=float, default=D.max_file_mb,
+                   help="larger image files are refused, never read (default %(default)s MiB)")
+    p.add_argument("--max-pixels", type=int, default=D.max_pixels,
+                   help="decompression-bomb guard: images with more pixels are refused (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    p = sub.add_parser("compact", help="fold the pending live changes into a new published version",
+                       description="Fold ROOT's pending live changes into a new version and publish it, embedding "
+                                   "nothing (vectors come from the published version and the log); a running "
+                                   "server swaps it in. Then trim the log of what was folded.")
+    p.add_argument("root", type=Path, help="index root")
+    p.add_argument("--keep", type=int, default=D.keep, help="complete versions to keep (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with what was done")
+
+
+APPLY_HELP = """Apply live changes to ROOT without a server: the same operations as POST /items/bulk, one per line.
+
+  {"op": "upsert", "id": "sku-1", "image": "img/sku-1.jpg", "metadata": {"title": "red shoe", "price": 40}}
+  {"op": "patch", "id": "sku-2", "metadata": {"price": 35, "sale": null}}
+  {"op": "delete", "id": "sku-3"}
+
+An upsert inserts or replaces an item; its image (relative to the file's folder) is embedded with
+the published version's model and kept under ROOT/live/images. Without "image" it replaces the
+metadata of an existing item. A patch merges metadata (null removes a field), a delete removes.
+Each batch is fsync'ed to ROOT/live/changes.log under the root's write lock: a server on ROOT
+takes turns with this command and serves the changes within its reload interval. Refused lines
+are listed on stderr (exit 1); the others are applied. `cir index compact ROOT` folds them into
+a version."""
 
 
 def _config(args) -> BuildConfig:
@@ -86,7 +130,8 @@ def _config(args) -> BuildConfig:
         force_new=args.force_new, shard_size=args.shard_size, recall_target=args.recall_target, flat_max=args.flat_max,
         max_memory_gb=args.max_memory_gb, gpu_index=args.gpu_index, item_text=args.item_text,
         item_alpha=args.item_alpha, max_pixels=args.max_pixels, max_file_mb=args.max_file_mb,
-        follow_symlinks=args.follow_symlinks, progress=not args.no_progress)
+        follow_symlinks=args.follow_symlinks, progress=not args.no_progress, max_skipped=args.max_skipped,
+        discard_live_changes=args.discard_live_changes)
 
 
 def cmd_build(args) -> int:
@@ -106,6 +151,8 @@ def cmd_build(args) -> int:
 
         executor = ray_executor.embed_ray
     result = build(cfg, executor=executor)
+    if result.skipped:
+        _report_skips(cfg.out, result)
     if args.json:
         keys = ("status", "version", "count", "embedded", "reused", "skipped", "seconds", "images_per_s")
         print(json.dumps({k: getattr(result, k) for k in keys}))
@@ -119,12 +166,69 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _report_skips(root: Path, result) -> None:
+    """How many files the build left out, and why: on stderr, whatever --json says."""
+    from cir import index_store as store  # noqa: PLC0415 - loaded already by the build
+
+    report = store.IndexRoot(root).version_dir(result.version) / store.REPORT_FILE
+    skipped = store.read_json(report).get("skipped", []) if report.is_file() else []
+    if skipped:
+        print(f"cir index build: {skip_report(skipped, result.count + len(skipped), str(root))}", file=sys.stderr)
+
+
 def cmd_publish(args) -> int:
     """Point CURRENT at an existing version (roll back or forward)."""
     from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
 
-    store.IndexRoot(args.root).publish(args.version)
-    print(f"published {args.version}")
+    from cir.stores.faiss_root import pending_changes  # noqa: PLC0415
+
+    root = store.IndexRoot(args.root)
+    version = root.resolve(args.version)  # a unique prefix (v000003) names its version
+    current = root.current_version()
+    hidden = pending_changes(args.root, current) if current and current != version else 0
+    root.publish(version)
+    print(f"published {version}")
+    if hidden:
+        print(f"cir index publish: note: {hidden} live changes written on {current} are not applied to "
+              f"{version}; they are kept and apply again if {current} is published again", file=sys.stderr)
+    return 0
+
+
+def cmd_apply(args) -> int:
+    """Apply a JSONL file of live changes."""
+    if args.batch < 1:
+        raise ValueError("--batch must be >= 1")
+    if not args.changes.is_file():
+        raise ValueError(f"{args.changes} is not a file")
+    # Heavy (torch, faiss): imported only once the arguments are known to be good.
+    from indexer.apply import apply_changes  # noqa: PLC0415
+
+    report = apply_changes(args.root, args.changes, batch=args.batch, max_bytes=int(args.max_file_mb * 2**20),
+                           max_pixels=args.max_pixels, device=args.device)
+    for line, item_id, reason in report.refused:
+        print(f"cir index apply: {args.changes}:{line}: {item_id}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"applied": report.applied, "refused": len(report.refused), "last_change": report.last_change}))
+    else:
+        print(f"applied {report.applied} changes (last change {report.last_change}), refused {len(report.refused)}")
+    return 1 if report.refused else 0
+
+
+def cmd_compact(args) -> int:
+    """Fold pending live changes into a new published version."""
+    if args.keep < 1:
+        raise ValueError("--keep must be >= 1 (the published version is always kept)")
+    from cir.stores.compact import compact  # noqa: PLC0415 - heavy (faiss), after parsing
+
+    result = compact(args.root, keep_versions=args.keep)
+    if args.json:
+        print(json.dumps(vars(result)))
+    elif result.status == "nothing_pending":
+        print(f"nothing to compact: {result.version} has no pending live changes")
+    else:
+        print(f"published {result.version}: {result.folded} changes folded into {result.previous} "
+              f"({result.count} items, {result.added} added, {result.removed} removed; index {result.index}) "
+              f"in {result.seconds:.1f}s")
     return 0
 
 
@@ -164,9 +268,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
     _build_parser(sub)
+    _live_parsers(sub)
     p = sub.add_parser("publish", help="point ROOT/CURRENT at VERSION (rollback)", description=cmd_publish.__doc__)
     p.add_argument("root", type=Path, help="index root")
-    p.add_argument("version", help="a complete version under ROOT/versions/")
+    p.add_argument("version", help="a complete version under ROOT/versions/, or a unique prefix of its name "
+                                   "(v000003)")
     p = sub.add_parser("info", help="print a version's manifest and counts", description=cmd_info.__doc__)
     p.add_argument("root", type=Path, help="index root")
     p.add_argument("--version", default=None, help="version to describe (default: CURRENT)")
@@ -181,9 +287,9 @@ def _expected(exc: Exception) -> bool:
     if isinstance(exc, BuildError):
         return True
     # Raised only once a command imported the index store (faiss), so this import costs nothing.
-    from cir.index_store import IndexStoreError  # noqa: PLC0415
+    from cir.errors import StoreError  # noqa: PLC0415
 
-    return isinstance(exc, IndexStoreError)
+    return isinstance(exc, StoreError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    commands = {"build": cmd_build, "publish": cmd_publish, "info": cmd_info}
+    commands = {"build": cmd_build, "publish": cmd_publish, "info": cmd_info, "apply": cmd_apply,
+                "compact": cmd_compact}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

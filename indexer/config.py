@@ -9,6 +9,7 @@ from pathlib import Path
 from cir.defaults import DEFAULT_ALPHA, DEFAULT_MAX_FILE_MB, DEFAULT_MAX_PIXELS
 from cir.index_factory import FORMS, parse_factory
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
+from indexer.skips import parse_max_skipped
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,6 +50,8 @@ class BuildConfig:
     item_text: str | None = None
     item_alpha: float | None = None
     progress: bool = True
+    max_skipped: str | None = None  # "N" files or "P%" of the gallery (indexer.skips); None: no limit
+    discard_live_changes: bool = False  # build although ROOT has live changes not folded into a version
 
     def __post_init__(self):
         if self.factory != "auto":
@@ -89,6 +92,8 @@ class BuildConfig:
             raise ValueError("--item-alpha needs --item-text (the manifest field that holds each item's text)")
         if self.item_alpha is not None and not 0.0 <= self.item_alpha <= 1.0:
             raise ValueError("--item-alpha must be in [0, 1] (the text weight of a composed gallery item)")
+        if self.max_skipped is not None:
+            parse_max_skipped(self.max_skipped)
 
     @property
     def item_weight(self) -> float:

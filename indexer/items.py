@@ -14,18 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cir.fusion import fuse
+from cir.search.ingest import item_text  # one definition: live upserts compose items the same way
 
 log = logging.getLogger(__name__)
 
 TEXT_CHUNK = 4096  # texts per progress-bar step
-
-
-def item_text(item: dict, field: str) -> str | None:
-    """The item's text in `field` of its manifest row, or None when it has none (or not a string)."""
-    value = (item.get("metadata") or {}).get(field)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
 
 
 def encode_unique(encoder, texts: list[str], progress: bool) -> tuple[dict[str, np.ndarray], int]:

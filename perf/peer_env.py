@@ -81,4 +81,5 @@ class LoadWatch:
     def record(self) -> dict:
         """JSON-ready: start/end (1, 5, 15-min load) and the lowest and highest 1-min load sampled."""
         ones = [self.start[0], *self.samples, self.end[0]]
-        return {"start": self.start, "end": self.end, "1min_range": [round(min(ones), 1), round(max(ones), 1)]}
+        return {"start": self.start, "end": self.end, "1min_range": [round(min(ones), 1), round(max(ones), 1)],
+                "1min_mean": round(sum(ones) / len(ones), 2)}

@@ -57,6 +57,10 @@ PARQUET_PATHS = ("import json, sys\nimport pandas as pd\n"
                  "print(json.dumps(pd.read_parquet(sys.argv[1])['image_path'].tolist()))\n")
 
 
+# Two sides whose mean 1-min loads differ by more than this get no ratio (issue 24: a 3.78 measured at
+# loads of 9-14 against 3-9 was 1.11 side by side on an idle machine).
+MAX_LOAD_GAP = 1.0
+
 def clip_tokenizer(python: Path, work: Path) -> CLIPTokenizer:
     """OpenAI CLIP's BPE tokenizer (49408 tokens) from the vocabulary clip-retrieval's `clip` package ships."""
     out = work / "clip_vocab.json"
@@ -117,9 +121,26 @@ def compare_indexer(python: Path, work: Path, args) -> list[dict]:
         shared = sorted(set(row["embeddings"]) & set(peer["embeddings"]))
         cos = [float(row["embeddings"][p] @ peer["embeddings"][p]) /
                float(np.linalg.norm(peer["embeddings"][p]) * np.linalg.norm(row["embeddings"][p])) for p in shared]
-        row.update(same_images=len(shared), min_cosine_to_peer=round(min(cos), 5) if cos else None,
-                   ratio_to_peer=round(row["images_per_s"] / peer["images_per_s"], 3))
+        row.update(same_images=len(shared), min_cosine_to_peer=round(min(cos), 5) if cos else None)
+        row.update(ratios(row, peer))
     return [{k: v for k, v in row.items() if k != "embeddings"} for row in rows]
+
+
+def load_gap(a: dict, b: dict) -> float | None:
+    """How far apart two sides' mean 1-min loads were while they ran (None if not recorded)."""
+    if not (a.get("load") and b.get("load")) or "1min_mean" not in a["load"] or "1min_mean" not in b["load"]:
+        return None
+    return abs(a["load"]["1min_mean"] - b["load"]["1min_mean"])
+
+
+def ratios(row: dict, peer: dict) -> dict:
+    """Embedding-stage and whole-command ratios to the peer, or None for both when the loads were not
+    comparable: a ratio measured at different loads says more about the machine than about the code."""
+    gap = load_gap(row, peer)
+    if gap is None or gap > MAX_LOAD_GAP:
+        return {"ratio_to_peer": None, "wall_ratio_to_peer": None, "load_gap": gap}
+    return {"ratio_to_peer": round(row["images_per_s"] / peer["images_per_s"], 3),
+            "wall_ratio_to_peer": round(peer["wall_s"] / row["wall_s"], 3), "load_gap": round(gap, 2)}
 
 
 def parse_args(argv):
@@ -167,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any("unavailable" in r for rows in results.values() for r in rows) else 0
 
 
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def load_range(load: dict | None) -> str:
     return "not recorded" if load is None else "{}-{}".format(*load["1min_range"])
 
@@ -176,7 +201,8 @@ def print_table(part: str, rows: list[dict], args) -> None:
     if part == "indexer":
         print(f"\n# indexer: {args.images} JPEGs 480x360, ViT-B/32-sized CLIP fp32 on CPU, batch {args.batch_size}, "
               f"{args.workers} decode worker(s), {args.threads} threads")
-        print(f"{'side':<40} {'images':>6} {'images/s':>9} {'wall s':>7} {'ratio':>6} {'min cos':>8}  1-min load")
+        print(f"{'side':<40} {'images':>6} {'images/s':>9} {'wall s':>7} {'ratio':>6} {'wall x':>6} {'min cos':>8}  "
+              f"1-min load (mean)")
     else:
         print(f"\n# ann: {args.n} x 512, {args.queries} queries, build threads {args.threads}, "
               f"search threads {args.search_threads} (one query at a time, the indexes taking turns)")
@@ -187,12 +213,16 @@ def print_table(part: str, rows: list[dict], args) -> None:
             print(f"{r['side']:<40} UNAVAILABLE: {r['unavailable'].splitlines()[-1]}")
         elif part == "indexer":
             print(f"{r['side']:<40} {r['images']:>6} {r['images_per_s']:>9.2f} {r['wall_s']:>7.1f} "
-                  f"{r['ratio_to_peer']:>6.2f} {r['min_cosine_to_peer']:>8}  {load_range(r['load'])}")
+                  f"{_ratio(r.get('ratio_to_peer')):>6} {_ratio(r.get('wall_ratio_to_peer')):>6} "
+                  f"{r['min_cosine_to_peer']:>8}  {load_range(r['load'])} ({r['load'].get('1min_mean', '?')})")
         else:
             reused = " (reused)" if r["build_reused"] else ""
             print(f"{r['side']:<30} {r['factory']:<8} {r['build_s']:>8.1f} {r['recall_at_10']:>9.4f} "
                   f"{r['p50_ms']:>7.3f} {r['p99_ms']:>7.3f}  {load_range(r['build_load']) + reused:<14} "
                   f"{load_range(r['search_load']):<12} {r['params']}")
+    if part == "indexer" and any(r.get("ratio_to_peer") is None and "unavailable" not in r for r in rows):
+        print(f"no ratio where the two sides' mean loads differ by more than {MAX_LOAD_GAP:g} (load_gap): rerun "
+              "on an idle machine; only the rows' own images/s and wall seconds stand")
     if part == "ann" and len(rows) == 2 and not any("unavailable" in r for r in rows):
         peer, cir = rows
         goals = {"build time": cir["build_s"] <= peer["build_s"], "p99": cir["p99_ms"] <= peer["p99_ms"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import os
@@ -101,32 +102,44 @@ def multipart(image: bytes, text: str, k: int) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def json_body(image: bytes, text: str, k: int) -> tuple[bytes, str]:
+    """The same request as JSON (the image as base64), encoded once before timing."""
+    return json.dumps({"image": [base64.b64encode(image).decode()], "text": text, "k": k}).encode(), "application/json"
+
+
+def _post(raw: http.client.HTTPConnection, body: bytes, content_type: str) -> None:
+    raw.request("POST", "/search", body, {"Content-Type": content_type})
+    answer = raw.getresponse()
+    if answer.status != 200:
+        raise RuntimeError(f"/search answered {answer.status}: {answer.read()[:200]!r}")
+    answer.read()
+
+
 def overhead(engine: SearchEngine, url: str, images: list[bytes], n: int, k: int) -> dict[str, float]:
     """p50 of the same queries in-process (`search_sync`) and over HTTP, taking turns query by query.
 
     One after the other, never at once (they would share the cores), rotating the order so that a
-    change in the machine's load falls on every side alike. Two HTTP clients: `http.client` with
-    the multipart body encoded beforehand (what the service itself adds) and httpx (adds its own
-    request encoding and response parsing, as a Python client would).
+    change in the machine's load falls on every side alike. HTTP clients: `http.client` with the
+    multipart or JSON body encoded beforehand (what the service itself adds) and httpx (adds its
+    own request encoding and response parsing, as a Python client would).
     """
     host, port = url.removeprefix("http://").split(":")
     raw = http.client.HTTPConnection(host, int(port), timeout=120)
-    times: dict[str, list[float]] = {"in_process": [], "http": [], "httpx": []}
+    times: dict[str, list[float]] = {"in_process": [], "http": [], "http_json": [], "httpx": []}
     with httpx.Client(base_url=url, timeout=120) as client:
         for i in range(n + 10):
             image, text = images[i % len(images)], TEXTS[i % len(TEXTS)]
             body, content_type = multipart(image, text, k)
+            as_json = json_body(image, text, k)
             sides = list(times)
-            for side in sides[i % 3:] + sides[: i % 3]:
+            for side in sides[i % 4:] + sides[: i % 4]:
                 t = time.perf_counter()
                 if side == "in_process":
                     engine.search_sync(Query(image_bytes=image, text=text, k=k))
                 elif side == "http":
-                    raw.request("POST", "/search", body, {"Content-Type": content_type})
-                    answer = raw.getresponse()
-                    if answer.status != 200:
-                        raise RuntimeError(f"/search answered {answer.status}: {answer.read()[:200]!r}")
-                    answer.read()
+                    _post(raw, body, content_type)
+                elif side == "http_json":
+                    _post(raw, *as_json)
                 else:
                     client.post("/search", data={"text": text, "k": str(k)},
                                 files={"image": ("q.png", image, "image/png")}).raise_for_status()
@@ -263,13 +276,16 @@ def report(info: dict, rows: list[dict], pair: dict[str, float], args) -> dict:
     print("(engine p50: the server's own timings_ms.total, batching waits included, HTTP excluded; "
           "mean batch includes the warm-up requests)")
     ratio, with_httpx = pair["http"] / pair["in_process"], pair["httpx"] / pair["in_process"]
+    json_ratio = pair["http_json"] / pair["in_process"]
     gain = rows[-1]["rps"] / rows[0]["rps"]
-    print(f"one query at a time, the three in turns: in-process p50 {pair['in_process']:.2f} ms, HTTP p50 "
-          f"{pair['http']:.2f} ms (http.client), {pair['httpx']:.2f} ms (httpx)")
-    print(f"HTTP / in-process = {ratio:.2f} (goal <= 1.3 toy, <= 1.1 ViT-B/32); with httpx's own encoding and "
-          f"parsing {with_httpx:.2f}")
+    print(f"one query at a time, in turns: in-process p50 {pair['in_process']:.2f} ms, HTTP p50 "
+          f"{pair['http']:.2f} ms (multipart, http.client), {pair['http_json']:.2f} ms (JSON, base64 image, "
+          f"http.client), {pair['httpx']:.2f} ms (multipart, httpx)")
+    print(f"HTTP / in-process = {ratio:.2f} multipart, {json_ratio:.2f} JSON (goal <= 1.3 toy, <= 1.1 ViT-B/32); "
+          f"with httpx's own encoding and parsing {with_httpx:.2f}")
     print(f"throughput gain, concurrency {rows[-1]['concurrency']} over {rows[0]['concurrency']}: {gain:.2f}x")
     return {"info": info, "rows": rows, "p50_ms_one_at_a_time": pair, "http_over_in_process": ratio,
+            "json_http_over_in_process": json_ratio,
             "httpx_over_in_process": with_httpx, "throughput_gain": gain}
 
 

@@ -1,8 +1,10 @@
 """The CIR HTTP service: `create_app(settings)` builds the FastAPI app; `cir serve` runs it.
 
-Modules: settings (CIR_* env config), swap (index watcher / hot swap), api (routes), app
-(factory + lifespan), metrics (Prometheus), limits (upload cap), thumbs (thumbnail cache), cli
-(`cir serve`). The search engine itself (no HTTP) is the library's `cir.search`.
+Modules: settings (CIR_* env config), swap (index watcher / hot swap), galleries (one manager
+per gallery, shared encoders), api (routes), collections (/collections/{name}/... routes),
+search_input (multipart and JSON search bodies), openapi (the search bodies in the schema), auth
+(keys), app (factory + lifespan), metrics (Prometheus), limits (upload cap), thumbs (thumbnail
+cache), cli (`cir serve`). The search engine itself (no HTTP) is the library's `cir.search`.
 """
 
 from __future__ import annotations

@@ -19,15 +19,19 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cir
+from cir.errors import public_detail
 from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api, feedback
+from service import api, browse, collections, compaction, feedback, items
+from service.auth import access_summary
+from service.faults import InternalErrorMiddleware, known_paths
+from service.galleries import make_managers
 from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
+from service.openapi import install_openapi
 from service.settings import Settings
-from service.swap import IndexManager
 from service.thumbs import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ QUERY_ERROR_STATUS = {
     q.EmptyQueryError: 422,
     q.InvalidFilterError: 422,
     q.TooManyReferencesError: 422,
+    q.PagingError: 422,
     q.ImageWeightsError: 422,
     q.NegativeTextError: 422,
     q.NegativeWeightError: 422,
@@ -51,7 +56,9 @@ or a gallery item) plus a modification text, fused by Slerp (`alpha` = text weig
 against a versioned FAISS gallery index that is hot-swapped when a new version is published."""
 
 
-def _error(status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+def _error(request: Request, status: int, code: str, detail, headers: dict | None = None) -> JSONResponse:
+    # the one place errors are rendered: echoed lone surrogates escaped, server paths removed
+    detail = public_detail(detail, known_paths(request.app.state.settings))
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -59,25 +66,25 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(q.QueryError)
     async def query_error(request: Request, exc: q.QueryError):
         status = next((s for cls, s in QUERY_ERROR_STATUS.items() if isinstance(exc, cls)), 400)
-        return _error(status, exc.code, str(exc))
+        return _error(request, status, exc.code, str(exc))
 
     @app.exception_handler(q.NotReadyError)
     async def not_ready(request: Request, exc: q.NotReadyError):
-        return _error(503, "not_ready", str(exc), {"Retry-After": "5"})
+        return _error(request, 503, "not_ready", str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(OverloadedError)
     async def overloaded(request: Request, exc: OverloadedError):
-        return _error(503, "overloaded", str(exc), {"Retry-After": "1"})
+        return _error(request, 503, "overloaded", str(exc), {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid_request", jsonable_encoder(exc.errors()))
+        return _error(request, 422, "invalid_request", jsonable_encoder(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
         code = "upload_too_large" if exc.status_code == 413 else code  # as the body limit says it
-        return _error(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+        return _error(request, exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
 
 def _lifespan(settings: Settings, metrics: Metrics):
@@ -91,8 +98,18 @@ def _lifespan(settings: Settings, metrics: Metrics):
                                 default_alpha=settings.default_alpha,
                                 default_fusion=settings.default_fusion, on_batch=metrics.observe_batch)
 
-    def swapped(state: q.IndexState) -> None:
-        metrics.index_swapped(state.version, str(state.manifest.get("fingerprint", "")), state.count)
+    first = next(iter(settings.galleries), None)
+
+    def swapped(name: str, state: q.IndexState) -> None:
+        fingerprint = str(state.manifest.get("fingerprint", ""))
+        if name == first:  # the unlabelled metrics describe the first gallery
+            metrics.index_swapped(state.version, fingerprint, state.count)
+        metrics.collection_swapped(name, state.version, fingerprint, state.count)
+
+    def failed(name: str, version: str, error: str) -> None:
+        if name == first:
+            metrics.index_failed()
+        metrics.collection_failed(name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,19 +117,24 @@ def _lifespan(settings: Settings, metrics: Metrics):
             torch.set_num_threads(settings.torch_threads)
         own_thumbs = settings.thumb_cache is None
         thumb_dir = tempfile.mkdtemp(prefix="cir-thumbs-") if own_thumbs else settings.thumb_cache
-        manager = None
+        managers: dict = {}
+        log.info(access_summary(settings))
         try:  # a start-up that fails after the folder exists removes it too
             # gallery images passed the indexer's checks: hold them to Pillow's limit, not the upload limit
             app.state.thumbs = ThumbnailCache(thumb_dir, max(settings.max_pixels, DEFAULT_MAX_PIXELS),
                                               max_bytes=int(settings.thumb_cache_mb * 2**20),
                                               max_files=settings.thumb_cache_files, budget=budget)
-            manager = IndexManager(settings, make_engine, on_swap=swapped,
-                                   on_failure=lambda version, error: metrics.index_failed())
-            app.state.manager = manager
-            await manager.start()
+            managers = make_managers(settings, make_engine, swapped, failed)
+            app.state.galleries = managers
+            app.state.manager = next(iter(managers.values()))  # the first: today's top-level routes
+            for manager in managers.values():
+                await manager.start()
+            # live writes and compaction: the first gallery's (the /items routes)
+            await compaction.start(app, app.state.manager, settings)
             yield
         finally:
-            if manager is not None:
+            await compaction.stop(app)
+            for manager in managers.values():
                 await manager.stop()
             if own_thumbs:
                 shutil.rmtree(thumb_dir, ignore_errors=True)
@@ -131,14 +153,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(api.router)
+    app.include_router(browse.router)
+    app.include_router(collections.router)
+    items.install(app)
+    app.include_router(compaction.router)
     app.include_router(feedback.router)
+    install_openapi(app)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)
     # add_middleware wraps: the last added runs first (metrics see every answer, 413s included).
+    # JSON carries images as base64: 4 bytes of text per 3 of image (search_input holds the decoded total)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_total_upload_bytes + FORM_OVERHEAD_BYTES,
-                       body_timeout_s=settings.body_timeout_s)
+                       json_max_bytes=-(-settings.max_total_upload_bytes * 4 // 3) + FORM_OVERHEAD_BYTES,
+                       body_timeout_s=settings.body_timeout_s, deadline_s=settings.request_timeout_s)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"], allow_headers=["*"])
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(InternalErrorMiddleware)  # outermost: a bug anywhere is a JSON 500 (metrics count it)
     return app

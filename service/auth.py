@@ -1,6 +1,8 @@
 """Who may call what: the admin/write key (`CIR_API_KEY`) and the optional read key (`CIR_READ_API_KEY`).
 
-Keys come in `X-API-Key` or `Authorization: Bearer` and are compared in constant time. Admin and
+Keys come in `X-API-Key` or `Authorization: Bearer` and are compared in constant time. A setting
+may hold several keys separated by commas: to rotate, add the new key, move clients to it, then
+remove the old one (docs/api.md). Admin and
 write routes need the admin key always: with none configured they answer 403 and say how to turn
 them on. Read routes are open unless a read key is configured; then the read key or the admin key
 opens them.
@@ -24,13 +26,17 @@ def _given(key: str | None, bearer: HTTPAuthorizationCredentials | None) -> str:
     return key or (bearer.credentials if bearer else "")
 
 
+def keys_of(secret: SecretStr | None) -> list[str]:
+    """The keys of one setting: a comma-separated list, so a new key can be added before the old one goes."""
+    return [k.strip() for k in secret.get_secret_value().split(",") if k.strip()] if secret is not None else []
+
+
 def matches(given: str, *expected: SecretStr | None) -> bool:
     """True when `given` equals one of the configured keys (constant time per key)."""
     ok = False
-    for secret in expected:
-        if secret is not None:  # no short-circuit: every configured key is compared
-            ok |= hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                      secret.get_secret_value().encode("utf-8", "surrogatepass"))
+    for key in (k for secret in expected for k in keys_of(secret)):
+        # no short-circuit: every configured key is compared
+        ok |= hmac.compare_digest(given.encode("utf-8", "surrogatepass"), key.encode("utf-8", "surrogatepass"))
     return ok
 
 

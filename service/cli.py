@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from pydantic import ValidationError
 
 # Light imports only: the parser is built, and --help answered, before torch and FastAPI load.
 from cir.defaults import DEFAULT_ALPHA
-from service.settings import Settings
+from service.settings import NAME_PATTERN, Settings
 
 DESCRIPTION = """\
 Serve composed image retrieval over HTTP: POST /search (multipart: image(s) and/or reference_id(s),
@@ -20,11 +21,13 @@ the index published in ROOT/CURRENT load at start-up; a newly published version 
 without a restart.
 
 Every option can also be set by an environment variable (shown in brackets); flags win.
-The API key (for /admin/reload) is read from CIR_API_KEY only, so it never shows in `ps`."""
+The API keys are read from CIR_API_KEY (admin routes) and CIR_READ_API_KEY (search, images, facets,
+info, metrics) only, so they never show in `ps`; each may list several comma-separated keys."""
 
 # (flag, settings field, type, help)
 OPTIONS = [
-    ("--index", "index", str, "index root holding CURRENT and versions/ (required)"),
+    ("--index", "index", list, "index root holding CURRENT and versions/ (required); NAME=ROOT names a gallery, "
+                               "repeat it to serve several (/collections/NAME/...; the first also answers on /search)"),
     ("--wait-for-index", "wait_for_index", bool,
      "start even if the index root has no published version (or does not exist) yet, unready until one is"),
     ("--host", "host", str, "interface to bind (default 127.0.0.1)"),
@@ -51,8 +54,11 @@ OPTIONS = [
     ("--body-timeout-s", "body_timeout_s", float,
      "longest wait for the next piece of a request body, else 408 (default 30)"),
     ("--keep-alive-s", "keep_alive_s", float, "seconds an idle keep-alive connection stays open (default 5)"),
+    ("--request-timeout-s", "request_timeout_s", float,
+     "deadline of a request from its first byte to the start of its answer: 408 while the body is still "
+     "arriving, else 503 (default 60)"),
     ("--limit-concurrency", "limit_concurrency", int,
-     "most connections and requests at once before answering 503 (default: no limit)"),
+     "most connections and requests at once before answering 503 (default 1000)"),
     ("--cors-origins", "cors_origins", str, "comma-separated CORS origins, '*' for any (default: none)"),
     ("--reload-interval-s", "reload_interval_s", float, "seconds between checks of ROOT/CURRENT; 0 = off (default 2)"),
     ("--default-alpha", "default_alpha", float,
@@ -61,11 +67,23 @@ OPTIONS = [
     ("--thumb-cache", "thumb_cache", str, "thumbnail cache folder (default: a temporary folder)"),
     ("--thumb-cache-mb", "thumb_cache_mb", float, "most MiB of thumbnails kept, least recently used go (default 256)"),
     ("--thumb-cache-files", "thumb_cache_files", int, "most thumbnail files kept (default 10000)"),
+    ("--display-fields", "display_fields", str,
+     "comma-separated metadata fields the page shows under each hit, e.g. title,price (default: title, name and "
+     "price when present, else the index's first 3 fields)"),
+    ("--status-file", "status_file", str,
+     "a JSON file {\"message\": ...} that a background job (the demo's TAT run) keeps up to date: shown by /info "
+     "and the page"),
     ("--feedback-dir", "feedback_dir", str,
      "log searches and POST /feedback clicks here for `cir feedback export` (default: feedback off)"),
     ("--feedback-keep-uploads", "feedback_keep_uploads", bool,
      "keep uploaded query images in the feedback log (default: only their SHA-256)"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
+    ("--writes", "writes", str, "live writes (PUT/PATCH/DELETE /items): auto (unless another server of the root "
+                                "takes them: then read-only), on (else refuse to start) or off (default auto)"),
+    ("--compact-pending", "compact_pending", int, "compact when this many live changes are pending; 0 = never "
+                                                  "(default 10000)"),
+    ("--compact-age-s", "compact_age_s", float, "compact when the oldest pending change is this old; 0 = never "
+                                                "(default 3600)"),
 ]
 
 
@@ -74,15 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cir serve", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, kind, text in OPTIONS:
-        how = {"action": "store_true"} if kind is bool else {"type": kind}
+        how = {"action": "store_true"} if kind is bool else {"action": "append"} if kind is list else {"type": kind}
         p.add_argument(flag, dest=field, default=None, help=f"{text} [CIR_{field.upper()}]", **how)
     return p
+
+
+def _galleries(values: list[str]) -> dict:
+    """--index values -> Settings fields: the first root (and its name), the other named galleries."""
+    named = [v.partition("=") if re.fullmatch(NAME_PATTERN, v.partition("=")[0]) and "=" in v else ("", "", v)
+             for v in values]
+    if len(named) > 1 and any(not name for name, _, _ in named):
+        raise ValueError("give every --index as NAME=ROOT when serving several galleries")
+    names = [name for name, _, _ in named]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--index: gallery names must differ: {', '.join(names)}")
+    first = named[0]
+    out = {"index": first[2], **({"index_name": first[0]} if first[0] else {})}
+    if len(named) > 1:
+        out["collections"] = {name: root for name, _, root in named[1:]}
+    return out
 
 
 def load_settings(argv: list[str] | None = None) -> Settings:
     """Settings from the environment, overridden by the flags given."""
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
+    if "index" in overrides:
+        overrides.update(_galleries(overrides.pop("index")))
     return Settings(**overrides)
 
 
@@ -97,15 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         errors = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"] for e in exc.errors())
         print(f"cir serve: error: {errors}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"cir serve: error: {exc}", file=sys.stderr)
+        return 2
     if settings.index is None:
         print("cir serve: error: no index root: pass --index ROOT or set CIR_INDEX", file=sys.stderr)
         return 2
     # Heavy (faiss, torch): the index check imports the service's loader, after parsing.
     from service.swap import unpublished_reason  # noqa: PLC0415
 
-    if not settings.wait_for_index and (reason := unpublished_reason(settings.index)):
-        print(f"cir serve: error: {reason}", file=sys.stderr)
-        return 2
+    for name, root in settings.galleries.items():
+        if not settings.wait_for_index and (reason := unpublished_reason(root)):
+            where = f"gallery {name!r}: " if len(settings.galleries) > 1 else ""
+            print(f"cir serve: error: {where}{reason}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return _serve(settings)
 

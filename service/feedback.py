@@ -51,7 +51,8 @@ def feedback_log(app: FastAPI) -> FeedbackLog | None:
     return app.state.feedback
 
 
-async def record_search(request: Request, query: q.Query, result: q.SearchResult) -> str | None:
+async def record_search(request: Request, query: q.Query, result: q.SearchResult,
+                        gallery: str | None = None) -> str | None:
     """Log a finished search and return its query_id (None when feedback is off). POST /search calls this."""
     log = feedback_log(request.app)
     if log is None:
@@ -60,7 +61,7 @@ async def record_search(request: Request, query: q.Query, result: q.SearchResult
     await asyncio.to_thread(
         log.record_query, query_id, references=query.gallery_ids, uploads=query.uploads, text=query.text,
         alpha=result.alpha, fusion=result.fusion, filter=query.filter.to_dict() if query.filter else None,
-        k=query.k, index_version=result.index_version, results=[h.id for h in result.hits])
+        k=query.k, index_version=result.index_version, results=[h.id for h in result.hits], gallery=gallery)
     return query_id
 
 
@@ -74,7 +75,8 @@ async def feedback(request: Request, body: FeedbackRequest) -> FeedbackResponse:
     if not log.knows(body.query_id):
         raise HTTPException(404, f"unknown or expired query_id {body.query_id!r}: send the query_id of a recent "
                                  "POST /search")
-    manager = request.app.state.manager
+    galleries = getattr(request.app.state, "galleries", None) or {}
+    manager = galleries.get(log.gallery_of(body.query_id)) or request.app.state.manager  # the query's gallery
     if not manager.ready:
         raise q.NotReadyError(manager.last_error or "the model and index are not loaded yet")
     item = await asyncio.to_thread(manager.engine.state.index.item, body.item_id)

@@ -44,6 +44,8 @@ class SearchResponse(BaseModel):
     negative_weight: float | None = Field(None, description="the push away from the negative text(s); null "
                                                             "without one")
     warnings: list[str] = Field(default_factory=list)
+    offset: int = Field(0, description="where this page starts: results[0] has rank offset + 1")
+    next_offset: int | None = Field(None, description="the offset of the next page; null on the last page")
     timings_ms: Timings
     query_id: str | None = Field(None, description="send it with POST /feedback; null when the server collects "
                                                    "no feedback")
@@ -84,6 +86,10 @@ class Info(BaseModel):
     text_max_tokens: int
     fields: dict[str, FieldInfo] = Field(default_factory=dict, description="metadata fields (as GET /facets)")
     manifest: dict[str, Any]
+    display_fields: list[str] = Field(default_factory=list, description="metadata fields the page shows under "
+                                                                         "each hit (CIR_DISPLAY_FIELDS)")
+    background: str | None = Field(None, description="a background job's status, e.g. the demo's TAT run "
+                                                     "(CIR_STATUS_FILE); null when none")
     last_reload_error: str | None = Field(None, description="why the last reload failed (the served version stays)")
 
 
@@ -99,3 +105,19 @@ class ReloadResponse(BaseModel):
     version: str | None = Field(description="the version served after the reload")
     previous: str | None
     error: str | None = None
+
+
+class Collection(BaseModel):
+    """One gallery served by this process."""
+
+    name: str
+    default: bool = Field(description="true for the gallery that also answers on /search, /images, /facets, /info")
+    ready: bool
+    index_version: str | None = None
+    count: int | None = None
+    fingerprint: str | None = Field(None, description="the encoder's fingerprint (galleries that share it share "
+                                                      "one loaded model)")
+
+
+class Collections(BaseModel):
+    collections: list[Collection]

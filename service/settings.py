@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -9,6 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cir.defaults import FUSIONS
 from cir.runtimes import DEFAULT_RUNTIME, check_runtime
+
+
+NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 
 
 class Settings(BaseSettings):
@@ -19,6 +23,11 @@ class Settings(BaseSettings):
                                       env_ignore_empty=True)
 
     index: Path | None = Field(None, description="index root (holds CURRENT and versions/)")
+    index_name: str = Field("default", pattern=NAME_PATTERN,
+                            description="the name of the `index` gallery under /collections/{name}")
+    collections: dict[str, Path] = Field(default_factory=dict,
+                                         description="more galleries: name -> index root (JSON object); each "
+                                                     "answers on /collections/{name}/...")
     wait_for_index: bool = Field(False, description="start unready on a root with no published version "
                                                     "(or no folder yet) and serve the first one published")
     model: str | None = Field(None, description="model override; default: the model in the index manifest")
@@ -45,8 +54,13 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next piece of a request body")
     keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
-    limit_concurrency: int | None = Field(None, ge=1, description="most connections/requests at once (then 503)")
-    api_key: SecretStr | None = Field(None, description="key required by /admin/* (X-API-Key or Bearer)")
+    request_timeout_s: float = Field(60.0, gt=0, description="overall deadline of a request, from its first byte "
+                                                            "to the start of its answer (408 or 503 after)")
+    limit_concurrency: int | None = Field(1000, ge=1, description="most connections/requests at once (then 503)")
+    api_key: SecretStr | None = Field(None, description="key(s) required by /admin/* and write routes (X-API-Key "
+                                                        "or Bearer); comma-separated to rotate")
+    read_api_key: SecretStr | None = Field(None, description="key(s) required by search, images, facets, info and "
+                                                             "metrics when set; comma-separated to rotate")
     cors_origins: str = Field("", description="comma-separated allowed CORS origins ('*' for any)")
     reload_interval_s: float = Field(2.0, ge=0, description="how often ROOT/CURRENT is checked; 0 disables")
     default_alpha: float | None = Field(None, ge=0, le=1, description="text weight when a request gives none")
@@ -54,6 +68,17 @@ class Settings(BaseSettings):
     thumb_cache: Path | None = Field(None, description="thumbnail cache folder (default: a temp folder)")
     thumb_cache_mb: float = Field(256.0, gt=0, description="most thumbnail bytes kept (MiB; least recently used go)")
     thumb_cache_files: int = Field(10_000, ge=1, description="most thumbnail files kept")
+    display_fields: str | None = Field(None, description="comma-separated metadata fields the page shows under "
+                                                         "each hit, e.g. title,price (default: title, name and "
+                                                         "price when the index has them, else its first 3 fields)")
+    status_file: Path | None = Field(None, description="a JSON file {\"message\": ...} a background job keeps "
+                                                       "up to date; /info and the page show its message")
+    writes: str = Field("auto", description="live writes (PUT/PATCH/DELETE /items): auto (take them unless another "
+                                            "server of the root does), on (refuse to start otherwise) or off")
+    max_bulk_ops: int = Field(100_000, ge=1, description="most operations in one POST /items/bulk")
+    compact_pending: int = Field(10_000, ge=0, description="compact when this many live changes are pending (0: never)")
+    compact_age_s: float = Field(3600.0, ge=0, description="compact when the oldest pending change is this old (0: never)")
+    compact_check_s: float = Field(5.0, gt=0, description="how often the compaction thresholds are checked")
     feedback_dir: Path | None = Field(None, description="log searches and POST /feedback here (docs/supervised.md); "
                                                         "unset: feedback is off")
     feedback_keep_uploads: bool = Field(False, description="keep uploaded query images in the feedback log "
@@ -68,7 +93,28 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown fusion {value!r}; choose one of {', '.join(FUSIONS)}")
         return value
 
-    @field_validator("api_key")
+    @field_validator("collections")
+    @classmethod
+    def _named(cls, value: dict[str, Path]) -> dict[str, Path]:
+        bad = [name for name in value if not re.fullmatch(NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"collection names are 1-64 letters, digits, '-' or '_': {bad[0]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        if self.index_name in self.collections:
+            raise ValueError(f"collection name {self.index_name!r} is given twice")
+        return self
+
+    @field_validator("writes")
+    @classmethod
+    def _known_writes(cls, value: str) -> str:
+        if value not in ("auto", "on", "off"):
+            raise ValueError(f"writes must be auto, on or off, got {value!r}")
+        return value
+
+    @field_validator("api_key", "read_api_key")
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
@@ -77,6 +123,11 @@ class Settings(BaseSettings):
     def _runtime_fits_device(self) -> "Settings":
         check_runtime(self.runtime, self.device, self.dtype)
         return self
+
+    @property
+    def galleries(self) -> dict[str, Path]:
+        """Every gallery served: the `index` root first (it also answers on the top-level routes), then the others."""
+        return {self.index_name: self.index, **self.collections} if self.index is not None else dict(self.collections)
 
     @property
     def max_upload_bytes(self) -> int:

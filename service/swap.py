@@ -19,6 +19,7 @@ from typing import Callable
 from cir.errors import error_text
 from cir.errors import StoreError
 from cir.stores import GalleryStore, check_encoder, open_store
+from cir.encoder import loading_bars
 from cir.runtimes import load_runtime_encoder
 from cir.search.engine import IndexState, SearchEngine
 from service.settings import Settings
@@ -55,7 +56,8 @@ class IndexManager:
 
     def __init__(self, settings: Settings, engine_factory: Callable[[object], SearchEngine],
                  on_swap: Callable[[IndexState], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None):
+                 on_failure: Callable[[str, str], None] | None = None, store: GalleryStore | None = None,
+                 encoders=None, name: str = "default"):
         if store is None:
             if settings.index is None:
                 raise ValueError("no index root given: pass --index ROOT or set CIR_INDEX")
@@ -64,6 +66,8 @@ class IndexManager:
             store = open_store(settings.index)
         self.settings = settings
         self.store = store
+        self.name = name  # the gallery's name (GET /collections)
+        self.encoders = encoders  # a service.galleries.EncoderCache: galleries with one encoder share it
         self.engine_factory = engine_factory
         self.on_swap, self.on_failure = on_swap, on_failure
         self.engine: SearchEngine | None = None
@@ -73,6 +77,7 @@ class IndexManager:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._retiring: dict[asyncio.Task, IndexState] = {}
+        self._superseded: list[IndexState] = []  # older live snapshots of the served base, maybe still in use
 
     @property
     def ready(self) -> bool:
@@ -133,6 +138,8 @@ class IndexManager:
                 return ReloadOutcome("no_version", running, running)
             if not force and version == running:
                 self.last_error = None  # CURRENT names what is served: any earlier failure is over
+                if await asyncio.to_thread(self.store.refresh):  # writes another process logged
+                    await self._serve_latest()
                 return ReloadOutcome("unchanged", running, running)
             if not force and version == self.failed_version:
                 return ReloadOutcome("unchanged", running, running)
@@ -143,9 +150,11 @@ class IndexManager:
                 return self._failed(version, running, error_text(exc), force)
             if self.engine is None:
                 await self._start_engine(state)
+            elif self._pending_encoder is not None:  # a version of another model or adapter
+                await self._replace_engine(state)
             old = self.engine.swap(state)
-            if old is not None:
-                self._retire(old)
+            if old is not None and getattr(old.index, "base", old) is not getattr(state.index, "base", state):
+                self._retire(old)  # (a newer snapshot of the same base version shares its files: nothing to close)
             self.failed_version, self.last_error = None, None
             log.info("serving index version %s (%d items, loaded in %.2f s; was %s)",
                      version, state.count, time.perf_counter() - t0, running)
@@ -153,11 +162,56 @@ class IndexManager:
                 self.on_swap(state)
             return ReloadOutcome("swapped", version, running)
 
+    async def _replace_engine(self, state: IndexState) -> None:
+        """Start an engine for the new encoder, make it serve, and stop the old one once idle."""
+        previous = self.engine
+        await self._start_engine(state)
+        log.info("encoder switched to %s%s (fingerprint %s)", self.engine.encoder.name,
+                 f" + adapter {self.engine.encoder.adapter}" if self.engine.encoder.adapter else "",
+                 self.engine.encoder.fingerprint[:12])
+
+        async def stop_when_idle() -> None:
+            await asyncio.sleep(RETIRE_GRACE_S)  # requests that picked the old engine just before
+            while previous.state is not None and previous.in_flight(previous.state):
+                await asyncio.sleep(0.05)
+            await previous.stop()
+            if previous.state is not None:
+                await asyncio.to_thread(previous.state.index.close)
+
+        task = asyncio.get_running_loop().create_task(stop_when_idle(), name="cir-retire-engine")
+        self._retiring[task] = previous.state
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def refresh_live(self) -> None:
+        """Serve the store's latest live view now: after a write is logged, before it is acknowledged."""
+        async with self._lock:
+            if self.ready:
+                await self._serve_latest()
+
+    async def _serve_latest(self) -> None:
+        """Swap in the published version's newest view (holding the lock); a new version retires the old one."""
+        state = self.engine.state
+        view = await asyncio.to_thread(self.store.open)
+        if view is state.index:
+            return
+        if view.version == state.version:
+            # the same base version: the old snapshot holds nothing of its own to close, but its
+            # queries must end before the base version is retired
+            old = self.engine.swap(IndexState.of(view))
+            self._superseded = [s for s in self._superseded if self.engine.in_flight(s)] + [old]
+            return
+        new = await asyncio.to_thread(self._check, view, view.version)
+        self._retire(self.engine.swap(new))
+        if self.on_swap is not None:
+            self.on_swap(new)
+
     def _retire(self, old: IndexState) -> None:
         """Close a swapped-out version's index (its sqlite connection) once no query holds it."""
         async def close_when_idle() -> None:
             await asyncio.sleep(RETIRE_GRACE_S)
-            while self.engine.in_flight(old):
+            base = getattr(old.index, "base", old)
+            while self.engine.in_flight(old) or any(self.engine.in_flight(s) for s in self._superseded
+                                                    if getattr(s.index, "base", s) is base):
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(old.index.close)
             log.info("closed index version %s", old.version)
@@ -186,11 +240,19 @@ class IndexManager:
             index.close()  # a refused version must not keep its files open
             raise
 
+    def _follows_manifest(self) -> bool:
+        """Whether the served model is the manifest's (no CIR_MODEL / CIR_ADAPTER override)."""
+        return self.settings.model is None and self.settings.adapter is None
+
     def _check(self, index, version: str) -> IndexState:
         manifest = dict(index.manifest)
-        if self.engine is None:
+        self._pending_encoder = None
+        if self.engine is None or (self._follows_manifest() and manifest.get("fingerprint")
+                                   != self.engine.encoder.fingerprint):
+            # the first version, or one built with another model or adapter (e.g. a TAT run's):
+            # its encoder loads here, beside the serving one, and the engine switches with the index
             self._pending_encoder = self._load_encoder(manifest)
-        encoder = self.engine.encoder if self.engine is not None else self._pending_encoder
+        encoder = self._pending_encoder if self._pending_encoder is not None else self.engine.encoder
         try:
             check_encoder(manifest, encoder)
         except StoreError as exc:
@@ -202,8 +264,14 @@ class IndexManager:
         if not model:
             raise IndexLoadError("the index manifest names no model and CIR_MODEL is not set")
         adapter = self.settings.adapter or manifest.get("adapter")
-        return load_runtime_encoder(model, adapter=adapter, device=self.settings.device, dtype=self.settings.dtype,
-                                    runtime=self.settings.runtime, onnx_cache=self.settings.onnx_cache)
+
+        def load():
+            with loading_bars(False):  # a server's log is no place for a progress bar
+                return load_runtime_encoder(model, adapter=adapter, device=self.settings.device,
+                                            dtype=self.settings.dtype, runtime=self.settings.runtime,
+                                            onnx_cache=self.settings.onnx_cache)
+
+        return load() if self.encoders is None else self.encoders.get((model, adapter), load)
 
     async def _start_engine(self, state: IndexState) -> None:
         engine = self.engine_factory(self._pending_encoder)

@@ -13,7 +13,7 @@ from cir import index_store as store
 from cir.columns import build_columns, describe
 from cir.metadata import infer_types
 from indexer.factory import build_index
-from indexer.versions import write_version
+from cir.versioning import write_version
 
 HOSTILE = "na'me\"; DROP TABLE items;--"
 COLOURS = ["red", "blue", "green", "O'Brien", "Robert'); DROP TABLE items;--", "ünïcødé ✓"]
@@ -66,15 +66,32 @@ def random_filter(rng: random.Random) -> dict:
     def ops(names, value):
         return {op: value() for op in rng.sample(names, rng.randint(1, 2))}
 
+    def exists():
+        return {"exists": rng.random() < 0.5}
+
     makers = {
-        HOSTILE: lambda: rng.choice([colour(), {"eq": colour()}, {"ne": colour()}, {"in": [colour(), colour()]}]),
-        "price": lambda: ops(["gt", "gte", "lt", "lte", "ne"], number) if rng.random() < 0.8
-        else {"in": [rng.randint(0, 99), number()]},
-        "in_stock": lambda: rng.choice([True, False, {"ne": True}, {"eq": False}]),
-        "date": lambda: ops(["gt", "gte", "lt", "lte", "eq"], date),
-        "tags": lambda: rng.choice([{"any": tag_list()}, {"all": tag_list()}, rng.choice(TAGS)]),
+        HOSTILE: lambda: rng.choice([colour(), {"eq": colour()}, {"ne": colour()}, {"in": [colour(), colour()]},
+                                     {"nin": [colour(), colour()]}, exists()]),
+        "price": lambda: ops(["gt", "gte", "lt", "lte", "ne"], number) if rng.random() < 0.7
+        else rng.choice([{"in": [rng.randint(0, 99), number()]}, {"nin": [rng.randint(0, 99), number()]}, exists()]),
+        "in_stock": lambda: rng.choice([True, False, {"ne": True}, {"eq": False}, exists()]),
+        "date": lambda: ops(["gt", "gte", "lt", "lte", "eq"], date) if rng.random() < 0.8
+        else rng.choice([{"nin": [date(), date()]}, exists()]),
+        "tags": lambda: rng.choice([{"any": tag_list()}, {"all": tag_list()}, rng.choice(TAGS), {"nin": tag_list()},
+                                    exists()]),
     }
     return {name: makers[name]() for name in rng.sample(list(makers), rng.randint(1, 3))}
+
+
+def random_tree(rng: random.Random, depth: int = 0) -> dict:
+    """A random filter with and / or / not over random_filter's conditions, up to 3 levels deep."""
+    flt = random_filter(rng)
+    if depth >= 3 or rng.random() < 0.35:
+        return flt
+    op = rng.choice(["and", "or", "not"])
+    parts = [random_tree(rng, depth + 1) for _ in range(1 if op == "not" else rng.randint(1, 3))]
+    sub = parts[0] if op == "not" else parts
+    return {op: sub} if rng.random() < 0.4 else {**flt, op: sub}
 
 
 _COMPARE = {"eq": lambda v, x: v == x, "ne": lambda v, x: v != x, "gt": lambda v, x: v > x,
@@ -82,24 +99,39 @@ _COMPARE = {"eq": lambda v, x: v == x, "ne": lambda v, x: v != x, "gt": lambda v
             "in": lambda v, x: v in x}
 
 
+def _field_matches(value, op: str, x) -> bool:
+    if op == "exists":
+        return (value is not None) == x
+    if value is None:
+        return False  # an absent field fails every comparison, ne and nin included
+    if isinstance(value, list):
+        return {"eq": lambda: x in value, "any": lambda: bool(set(x) & set(value)),
+                "all": lambda: set(x) <= set(value), "nin": lambda: not set(x) & set(value)}[op]()
+    if op == "nin":
+        return value not in x
+    return _COMPARE[op](value, x)
+
+
 def matches(meta: dict, flt: dict) -> bool:
-    """The documented semantics on one item's metadata: every condition, absent fields never match.
+    """The documented semantics on one item's metadata: every condition; absent fields fail comparisons;
+    `and` / `or` over sub-filters, `not` the complement; an empty tags list is an absent field.
 
     Dates here are all YYYY-MM-DD strings, whose string order is their time order.
     """
     for field, spec in flt.items():
-        ops = spec if isinstance(spec, dict) else {"eq": spec}
-        value = meta.get(field)
-        if value is None:
+        if field == "and":
+            ok = all(matches(meta, sub) for sub in spec)
+        elif field == "or":
+            ok = any(matches(meta, sub) for sub in spec)
+        elif field == "not":
+            ok = not matches(meta, spec)
+        else:
+            value = meta.get(field)
+            value = None if value == [] else value
+            ops = spec if isinstance(spec, dict) else {"eq": spec}
+            ok = all(_field_matches(value, op, x) for op, x in ops.items())
+        if not ok:
             return False
-        for op, x in ops.items():
-            if isinstance(value, list):
-                ok = {"eq": lambda: x in value, "any": lambda: bool(set(x) & set(value)),
-                      "all": lambda: set(x) <= set(value)}[op]()
-            else:
-                ok = _COMPARE[op](value, x)
-            if not ok:
-                return False
     return True
 
 

@@ -142,14 +142,14 @@ def publish_copy(root: Path, version: str, new_version: str) -> None:
 class LiveServer:
     """The real app under uvicorn on a free port, in a thread (lifespan included)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, app=None):
         self.settings = settings
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         # the same server configuration as `cir serve` (connection limits included)
-        config = uvicorn_config(create_app(settings), settings, log_level="warning", lifespan="on")
+        config = uvicorn_config(app or create_app(settings), settings, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 from cli_process import start_cli
-from service_fixtures import LiveServer, server_settings, world_index  # noqa: F401 - fixtures
+from service_fixtures import LiveServer, rich_index, server_settings, world_index  # noqa: F401 - fixtures
 
 from cir.feedback import UPLOADS, FeedbackLog, export_triplets, read_events, segments
 from cir_cli.feedback import main as feedback_main
@@ -151,3 +151,18 @@ def test_acknowledged_feedback_survives_kill_9_of_the_server(world_index, tmp_pa
         proc.communicate(timeout=60)
     assert export_triplets(fdir, tmp_path / "t.jsonl")["written"] == 1
     assert json.loads((tmp_path / "t.jsonl").read_text())["target"] == ids[7]
+
+
+def test_feedback_on_a_collection_checks_that_gallery(world_index, rich_index, tmp_path):
+    settings = server_settings(world_index["root"], index_name="shop", collections={"rich": rich_index["root"]},
+                               feedback_dir=tmp_path / "fb")
+    rich_only = next(i for i in rich_index["ids"] if i not in set(world_index["ids"]))
+    with LiveServer(settings) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        body = c.post("/collections/rich/search", data={"reference_id": rich_index["ids"][0], "text": "blue"}).json()
+        r = c.post("/feedback", json={"query_id": body["query_id"], "item_id": rich_only, "kind": "click"})
+        assert r.status_code == 200, r.text
+        top = c.post("/search", data={"reference_id": world_index["ids"][0], "text": "blue"}).json()
+        r = c.post("/feedback", json={"query_id": top["query_id"], "item_id": rich_only, "kind": "click"})
+        assert r.status_code == 404  # the default gallery's query: the other gallery's item is not in it
+    query = next(e for e in read_events(tmp_path / "fb") if e["event"] == "query")
+    assert query["gallery"] == "rich"

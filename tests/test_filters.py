@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from cir import index_store as store
-from cir.filters import MAX_CONDITIONS, MAX_FILTER_BYTES, parse_filter
+from cir.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_FILTER_BYTES, parse_filter
 from cir.index_search import exact_search, filtered_search
 from cir.search.query import InvalidFilterError
-from filter_fixtures import HOSTILE, brute_force, matches, random_filter, random_metadata, write_metadata_version
+from filter_fixtures import (HOSTILE, brute_force, matches, random_filter, random_metadata, random_tree,
+                             write_metadata_version)
 from indexer.synthetic import synthetic_vectors
 
 FIELDS = {"colour": {"type": "string"}, "price": {"type": "number"}, "in_stock": {"type": "boolean"},
@@ -45,11 +46,33 @@ def _error(raw, fields=FIELDS) -> InvalidFilterError:
     ('{"colour": {"in": [{"a": 1}]}}', "colour", "got an object"),
     ('{"price": {"gt": true}}', "price", "needs a number or a date"),
     ("[" * 5000 + "]" * 5000, None, "nested too deeply"),
+    ('{"colour": {"exists": "yes"}}', "colour", "'exists' needs true or false"),
+    ('{"colour": {"nin": []}}', "colour", "non-empty list"),
+    ('{"or": {"colour": "red"}}', None, '"or" takes a non-empty list of non-empty sub-filter objects'),
+    ('{"or": []}', None, '"or" takes a non-empty list'),
+    ('{"and": [{}]}', None, '"and" takes a non-empty list'),
+    ('{"or": ["red"]}', None, '"or" takes a non-empty list'),
+    ('{"not": [{"colour": "red"}]}', None, '"not" takes one non-empty sub-filter object'),
+    ('{"not": {}}', None, '"not" takes one non-empty sub-filter object'),
+    ('{"or": [{"colour": {"like": "x"}}]}', "colour", "unknown operator 'like'"),
 ])
 def test_parse_errors(raw, field, reason):
     err = _error(raw)
     assert err.field == field and reason in err.reason and err.code == "invalid_filter"
     assert reason in str(err) and (field is None or repr(field) in str(err))
+
+
+def test_depth_and_tree_condition_limits():
+    nested = {"colour": "red"}
+    for _ in range(MAX_DEPTH):
+        nested = {"not": nested}
+    assert parse_filter(nested) is not None
+    assert f"nest at most {MAX_DEPTH} levels" in _error({"or": [nested]}).reason
+    many = {"or": [{f"f{i}": i} for i in range(MAX_CONDITIONS + 1)]}  # counted across the whole tree
+    assert f"more than {MAX_CONDITIONS} conditions" in _error(many).reason
+    flt = parse_filter({"price": {"gt": 1}, "or": [{"colour": "a"}, {"not": {"tags": {"nin": ["x"]}}}]})
+    assert len(flt.conditions) == 3 and parse_filter(flt.to_dict()) == flt
+    assert flt.to_dict() == {"price": {"gt": 1}, "or": [{"colour": {"eq": "a"}}, {"not": {"tags": {"nin": ["x"]}}}]}
 
 
 def test_size_and_condition_limits():
@@ -66,7 +89,7 @@ def test_size_and_condition_limits():
 @pytest.mark.parametrize("raw, field, reason", [
     ({"colr": "blue"}, "colr", "the index has no field 'colr' (fields: 'colour'"),
     ({"colour": 3}, "colour", "needs a string for a string field, got 3"),
-    ({"colour": {"gt": "b"}}, "colour", "operator 'gt' does not apply to a string field (use eq, ne, in)"),
+    ({"colour": {"gt": "b"}}, "colour", "operator 'gt' does not apply to a string field (use eq, ne, in, nin, exists)"),
     ({"price": "cheap"}, "price", 'needs a number for a number field, got "cheap"'),
     ({"price": {"any": [1]}}, "price", "does not apply to a number field"),
     ({"in_stock": "yes"}, "in_stock", "needs true or false"),
@@ -75,9 +98,11 @@ def test_size_and_condition_limits():
     ({"date": {"gte": "2024-13-01"}}, "date", "needs an ISO 8601 date"),
     ({"date": 20240101}, "date", "needs an ISO 8601 date"),
     ({"when": {"lt": "2024-01-01T25:00"}}, "when", "needs an ISO 8601 date"),
-    ({"tags": {"in": ["sale"]}}, "tags", "does not apply to a tags field (use eq, any, all)"),
+    ({"tags": {"in": ["sale"]}}, "tags", "does not apply to a tags field (use eq, any, all, nin, exists)"),
     ({"tags": {"any": ["sale", 1]}}, "tags", "needs a string for a tags field"),
     ({"raw": "x"}, "raw", "holds object values, which cannot be filtered"),
+    ({"or": [{"colour": 3}]}, "colour", "needs a string for a string field, got 3"),
+    ({"not": {"price": {"any": [1]}}}, "price", "does not apply to a number field"),
 ])
 def test_bind_errors(raw, field, reason):
     err = _error(raw)
@@ -123,6 +148,18 @@ def explicit(tmp_path_factory):
     ({"tags": "new"}, [0, 1]), ({"tags": {"any": ["sale", "eco"]}}, [0]), ({"tags": {"all": ["sale", "new"]}}, [0]),
     ({"tags": {"all": ["new"]}}, [0, 1]), ({"tags": {"all": ["new", "eco"]}}, []), ({"tags": {"any": ["eco"]}}, []),
     ({"colour": "red", "tags": "sale"}, [0]), ({"colour": "red", "price": {"gt": 100}}, []),
+    # exclusion: nin and ne skip items lacking the field; exists and not select by absence
+    ({"colour": {"nin": ["red"]}}, [1]), ({"colour": {"nin": ["red", "blue"]}}, []),
+    ({"price": {"nin": [5, 50]}}, [1, 3]), ({"date": {"nin": ["2024-01-01"]}}, [1, 2]),
+    ({"tags": {"nin": ["sale"]}}, [1]), ({"tags": {"nin": ["eco"]}}, [0, 1]),
+    ({"colour": {"exists": True}}, [0, 1, 2]), ({"colour": {"exists": False}}, [3]),
+    ({"in_stock": {"exists": False}}, [2]), ({"tags": {"exists": False}}, [2, 3]),
+    ({"not": {"colour": "red"}}, [1, 3]), ({"not": {"colour": {"exists": True}}}, [3]),
+    ({"or": [{"colour": "blue"}, {"price": {"gt": 60}}]}, [1, 3]),
+    ({"or": [{"colour": "blue"}, {"not": {"in_stock": True}}]}, [1, 2]),
+    ({"and": [{"colour": "red"}, {"not": {"tags": "sale"}}]}, [2]),
+    ({"price": {"lt": 60}, "or": [{"tags": "sale"}, {"in_stock": False}]}, [0, 1]),
+    ({"not": {"or": [{"colour": "red"}, {"not": {"price": {"gt": 90}}}]}}, [3]),
 ])
 def test_every_operator(explicit, flt, rows):
     mask = parse_filter(flt).bind(explicit.manifest["fields"]).mask(explicit.columns)
@@ -151,6 +188,28 @@ def test_flat_filtered_equals_brute_force(tmp_path):
             assert np.allclose(scores, want_scores, atol=1e-5)
         checked += bool(want_ids)
     assert checked > 100  # most random filters match something
+
+
+def test_boolean_trees_equal_brute_force(tmp_path):
+    """Random trees of and / or / not over every operator (nin and exists too): mask and exact ranking."""
+    metadatas = random_metadata(400, seed=3)
+    vectors = synthetic_vectors(400, 32, seed=3)
+    loaded = write_metadata_version(tmp_path, vectors, metadatas)
+    rng = random.Random(11)
+    queries = synthetic_vectors(10, 32, seed=12)
+    kinds = set()
+    for trial in range(200):
+        flt = random_tree(rng)
+        kinds |= {key for key in json.dumps(flt).split('"') if key in ("and", "or", "not", "nin", "exists")}
+        mask = parse_filter(json.dumps(flt)).bind(loaded.manifest["fields"]).mask(loaded.columns)
+        assert mask.tolist() == [matches(m, flt) for m in metadatas], flt
+        q, k = queries[trial % 10], rng.choice([1, 10, 50])
+        want_ids, want_scores = brute_force(vectors, metadatas, flt, q, k)
+        for exact_max in (store.EXACT_MAX_MATCHES, 0):
+            loaded.exact_max = exact_max
+            scores, ids = loaded.search_filtered(q, k, mask)
+            assert ids == want_ids and np.allclose(scores, want_scores, atol=1e-5), (flt, exact_max)
+    assert kinds == {"and", "or", "not", "nin", "exists"}
 
 
 @pytest.mark.parametrize("factory", ["HNSW32", "IVF64,Flat", "IVF64,PQ16x4fs"])

@@ -17,7 +17,7 @@ from cir import index_store as store
 from cir.encoder import load_encoder
 from cir.images import file_sha256
 from indexer import build as build_mod
-from indexer import versions as versions_mod
+from cir import versioning as versions_mod
 from indexer.build import BuildError, build
 from indexer.cli import main
 from indexer.shards import STAGING, ShardStore

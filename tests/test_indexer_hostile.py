@@ -13,7 +13,7 @@ from index_fixtures import config, make_gallery, write_image
 
 from cir import index_store as store
 from cir.encoder import load_encoder
-from indexer import versions as versions_mod
+from cir import versioning as versions_mod
 from indexer.build import build
 from indexer.cli import main
 from indexer.shards import STAGING, ShardStore

@@ -103,3 +103,18 @@ def test_help_is_fast_and_imports_nothing_heavy():
             "print(rc, sorted(m for m in ('torch', 'faiss', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--filter" in out and "--reference-id" in out and out.strip().endswith("0 []")
+
+
+def test_paging_exclusion_and_references(rich_index, capsys):
+    ref = rich_index["ids"][4]
+    common = ["--index", rich_index["root"], "--reference-id", ref, "--json"]
+    rc, out, _ = _run(capsys, *common, "--k", 16)
+    everything = [h["id"] for h in json.loads(out)["results"]]
+    assert rc == 0 and ref not in everything and len(everything) == len(rich_index["ids"]) - 1
+    rc, out, _ = _run(capsys, *common, "--k", 5, "--offset", 5, "--exclude-id", everything[0])
+    page = json.loads(out)
+    assert [h["id"] for h in page["results"]] == everything[6:11] and page["next_offset"] == 10
+    rc, out, _ = _run(capsys, *common, "--k", 1, "--keep-references")
+    assert json.loads(out)["results"][0]["id"] == ref
+    rc, _, err = _run(capsys, *common, "--k", 10, "--offset", 9995)
+    assert rc == 2 and "offset + k must be at most 10000" in err

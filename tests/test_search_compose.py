@@ -72,8 +72,9 @@ def test_one_reference_without_negatives_is_bit_for_bit_the_old_query(engine, wo
              ("linear", _image(world_index, 3), None, "make it small", 0.4),
              ("slerp", _image(world_index, 4), None, None, 0.8),
              ("slerp", None, None, "a red circle", 0.8)]
-    queries = [Query(image_bytes=img, reference_id=ref, text=text, alpha=alpha, fusion=fusion, k=5)
-               for fusion, img, ref, text, alpha in cases]
+    # keep_references: the old query ranked the reference itself (these uploads are gallery files) too
+    queries = [Query(image_bytes=img, reference_id=ref, text=text, alpha=alpha, fusion=fusion, k=5,
+                     keep_references=True) for fusion, img, ref, text, alpha in cases]
     batched, _ = _run_batched(engine, queries)
     for (fusion, img, ref, text, alpha), query, got in zip(cases, queries, batched):
         want = _before(engine, fusion, img, ref, text, alpha)

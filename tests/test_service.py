@@ -104,7 +104,9 @@ def test_metrics(client, world_index):
 def test_composed_search_matches_exact_pipeline(client, world_index, encoder):
     """Upload + text over HTTP equals encoder + fuse + brute-force search done by hand."""
     image = _image(world_index, 3)
-    r = _search(client, files={"image": ("q.png", image, "image/png")}, text="make it blue", k=5, alpha=0.6)
+    # keep_references: the upload is a gallery file, which the exact pipeline ranks too
+    r = _search(client, files={"image": ("q.png", image, "image/png")}, text="make it blue", k=5, alpha=0.6,
+                keep_references="true")
     assert r.status_code == 200, r.text
     body = r.json()
     v = encoder.encode_images([Image.open(io.BytesIO(image))])[0]
@@ -122,7 +124,7 @@ def test_composed_search_matches_exact_pipeline(client, world_index, encoder):
 
 def test_reference_id_uses_stored_embedding(client, world_index):
     ref = world_index["ids"][5]
-    body = _search(client, reference_id=ref, k=3).json()
+    body = _search(client, reference_id=ref, k=3, keep_references="true").json()
     assert body["fusion"] == "image" and body["results"][0]["id"] == ref
     assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert body["timings_ms"]["encode_image"] == 0.0  # no re-encode
@@ -134,7 +136,7 @@ def test_text_only_and_image_only_queries(client, world_index, encoder):
     text = _search(client, text="a small green circle", k=4).json()
     ids, _ = _exact(world_index, encoder.encode_texts(["a small green circle"])[0], 4)
     assert text["fusion"] == "text" and [h["id"] for h in text["results"]] == ids
-    image = _search(client, files={"image": ("q.png", _image(world_index, 7))}).json()
+    image = _search(client, files={"image": ("q.png", _image(world_index, 7))}, keep_references="true").json()
     assert image["fusion"] == "image" and image["results"][0]["id"] == world_index["ids"][7]
     # the reported alpha is the text weight actually used, not the default the query never used
     assert (text["alpha"], image["alpha"]) == (1.0, 0.0)
@@ -167,7 +169,7 @@ def test_bmp_upload_is_accepted_like_the_indexed_bmp(client, world_index):
 
 def test_fusion_k_min_score_and_default_alpha(client, world_index):
     files = {"image": ("q.png", _image(world_index, 2))}
-    everything = _search(client, files=files, text="turn it into a star", k=ALL_IDS_K).json()
+    everything = _search(client, files=files, text="turn it into a star", k=ALL_IDS_K, keep_references="true").json()
     assert len(everything["results"]) == len(world_index["ids"]) and everything["alpha"] == pytest.approx(0.75)
     scores = [h["score"] for h in everything["results"]]
     assert scores == sorted(scores, reverse=True)

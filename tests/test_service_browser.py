@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from filter_fixtures import matches
-from service_fixtures import HOSTILE_FIELD, live_server, rich_index, rich_server, world_index  # noqa: F401
+from service_fixtures import (HOSTILE_FIELD, LiveServer, live_server, rich_index, rich_server,  # noqa: F401
+                              server_settings, world_index)
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -48,6 +49,23 @@ def _status_after(page, action) -> str:
     assert answer.value.status == 200
     page.wait_for_function("!document.getElementById('status').textContent.includes('searching')")
     return page.locator("#status").inner_text()
+
+
+def test_page_first_screen_shows_products_before_any_search(page, world_index):
+    """Before any query the page shows gallery items (random, or newest) with their display fields."""
+    sync_api.expect(page.locator("#status")).to_contain_text("random items of")
+    hits = page.locator(".hit")
+    assert hits.count() == 24 and page.locator(".hit .score").count() == 0  # items, not ranked hits
+    first = hits.nth(0).get_attribute("data-id")
+    gallery = {json.loads(line)["cirr_name"]: json.loads(line)["attributes"]
+               for line in open(world_index["world"] / "gallery.jsonl")}
+    shown = hits.nth(0).locator(".field").all_inner_texts()
+    attrs = gallery[first]  # the world's fields, in the index's (sorted) order: the first three are shown
+    assert shown == [attrs["colour"], f"pattern: {attrs['pattern']}", f"position: {attrs['position']}"]
+    with page.expect_response(lambda r: "/browse" in r.url and "newest" in r.url):
+        page.locator("#newest").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("newest items of")
+    assert hits.nth(0).get_attribute("data-id") == world_index["ids"][-1]
 
 
 def test_page_search_flow(page, world_index):
@@ -216,7 +234,7 @@ def test_page_number_date_and_tag_filters(rich_page, rich_index):
     assert price.nth(0).get_attribute("type") == "number" and price.nth(0).get_attribute("placeholder") == "min 5"
     assert added.nth(0).get_attribute("type") == "date"
     page.fill("#text", "a shape")
-    page.select_option("#k", "96")
+    _status_after(page, lambda: page.select_option("#k", "96"))  # a query with browsed items shown: searched
     assert _filter_sent(page, lambda: price.nth(0).fill("10")) == {"price": {"gte": 10}}
     assert _filter_sent(page, lambda: price.nth(1).fill("60")) == {"price": {"gte": 10, "lte": 60}}
     assert all(10 <= m["price"] <= 60 for m in _hit_metadata(page))
@@ -230,3 +248,24 @@ def test_page_number_date_and_tag_filters(rich_page, rich_index):
     assert want and sorted(page.locator(".hit").evaluate_all("els => els.map(e => e.dataset.id)")) == sorted(want)
     flt = _filter_sent(page, lambda: control("in_stock").select_option("true"))
     assert flt["in_stock"] is True and all(m["in_stock"] for m in _hit_metadata(page))
+
+
+def test_page_info_line_follows_a_background_job(browser, rich_index, tmp_path):
+    """The demo's TAT run: the info line shows its step, then the adapter (here: none) once it is over."""
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"message": "TAT training: step 40 of 150 (the base model serves meanwhile)"}))
+    settings = server_settings(rich_index["root"], display_fields="brand,price", status_file=status)
+    with LiveServer(settings) as server:
+        pg = browser.new_page(viewport={"width": 1280, "height": 820})
+        try:
+            pg.goto(server.url + "/")
+            sync_api.expect(pg.locator("#info")).to_contain_text("TAT training: step 40 of 150")
+            sync_api.expect(pg.locator("#status")).to_contain_text("random items of")
+            card = pg.locator(".hit").nth(0)
+            meta = rich_index["metadata"][card.get_attribute("data-id")]
+            want = ([meta["brand"]] if "brand" in meta else []) + ([f"price: {meta['price']}"] if "price" in meta else [])
+            assert card.locator(".field").all_inner_texts() == want
+            status.unlink()  # the job is over: the next poll shows the served model's adapter
+            sync_api.expect(pg.locator("#info")).to_contain_text("no adapter", timeout=15000)
+        finally:
+            pg.close()

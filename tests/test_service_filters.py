@@ -66,7 +66,7 @@ def test_filter_combines_with_reference_and_upload(client, rich_index):
                             files={"image": ("q.png", image, "image/png")}).json()["results"]
     assert len(by_ref) == len(by_upload) == 3
     assert all(h["metadata"]["in_stock"] for h in by_ref + by_upload)
-    unfiltered = _search(client, None, reference_id=ref, k=3).json()["results"]
+    unfiltered = _search(client, None, reference_id=ref, k=3, keep_references="true").json()["results"]
     assert ref in {h["id"] for h in unfiltered} and rich_index["metadata"][ref]["in_stock"] is False
     assert ref not in {h["id"] for h in by_ref}
 
@@ -122,7 +122,7 @@ def test_facets_and_info_fields(client, rich_index):
     assert fields["in_stock"]["values"]["true"] + fields["in_stock"]["values"]["false"] == len(rich_index["ids"])
     assert client.get("/info").json()["fields"] == fields
     schema = client.get("/openapi.json").json()
-    assert "filter" in schema["components"]["schemas"]["Body_search_search_post"]["properties"]
+    assert "filter" in schema["components"]["schemas"]["SearchForm"]["properties"]
     assert "/facets" in schema["paths"]
 
 

@@ -50,7 +50,7 @@ def gallery_server(world_index, tmp_path_factory):
 @pytest.mark.parametrize("item_id", ODD_IDS)
 def test_image_url_of_any_id_resolves(gallery_server, item_id):
     client, paths, _ = gallery_server
-    r = client.post("/search", data={"reference_id": item_id, "k": str(len(ODD_IDS))})
+    r = client.post("/search", data={"reference_id": item_id, "k": str(len(ODD_IDS)), "keep_references": "true"})
     assert r.status_code == 200, r.text
     hit = next(h for h in r.json()["results"] if h["id"] == item_id)
     assert "\n" not in hit["image_url"] and "?" not in hit["image_url"] and "#" not in hit["image_url"]
@@ -61,7 +61,8 @@ def test_image_url_of_any_id_resolves(gallery_server, item_id):
 
 def test_thumbnails_come_in_a_few_sizes(gallery_server):
     client, paths, thumbs = gallery_server
-    url = client.post("/search", data={"reference_id": ODD_IDS[0], "k": "1"}).json()["results"][0]["image_url"]
+    url = client.post("/search", data={"reference_id": ODD_IDS[0], "k": "1", "keep_references": "true"}
+                      ).json()["results"][0]["image_url"]
     answers = [client.get(url, params={"size": s}) for s in (65, 100, 128)]
     assert all(a.status_code == 200 and a.headers["content-type"] == "image/jpeg" for a in answers)
     assert answers[0].content == answers[1].content == answers[2].content  # one 128 px thumbnail serves all three
@@ -75,7 +76,8 @@ def test_thumbnail_cache_stays_under_its_file_cap(gallery_server):
     client, _, thumbs = gallery_server
     for item_id in ODD_IDS:
         for size in (64, 128, 256):
-            hits = client.post("/search", data={"reference_id": item_id, "k": "1"}).json()["results"]
+            hits = client.post("/search", data={"reference_id": item_id, "k": "1", "keep_references": "true"}
+                               ).json()["results"]
             assert client.get(hits[0]["image_url"], params={"size": size}).status_code == 200
     assert len(list(thumbs.glob("*/*.jpg"))) <= THUMB_FILES_CAP
 

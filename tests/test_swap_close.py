@@ -12,12 +12,13 @@ from service_fixtures import copy_root, publish_copy, server_settings, world_ind
 
 from cir.search.engine import SearchEngine
 from cir.search.query import Query
+from cir.stores import faiss_root
 from service import swap
 
 
 def _is_open(index) -> bool:
     try:
-        index._con.execute("SELECT 1")
+        getattr(index, "base", index)._con.execute("SELECT 1")  # a live view's files are its base version's
     except sqlite3.ProgrammingError:  # "Cannot operate on a closed database"
         return False
     return True
@@ -71,13 +72,13 @@ def test_the_old_index_closes_after_its_in_flight_query_succeeds(world_index, tm
 def test_a_refused_version_does_not_stay_open(world_index, tmp_path, monkeypatch):
     root = copy_root(world_index, tmp_path / "root")
     opened = []
-    real_load = swap.load_version
+    real_load = faiss_root.load_version
 
     def recording_load(*args, **kw):
         opened.append(real_load(*args, **kw))
         return opened[-1]
 
-    monkeypatch.setattr(swap, "load_version", recording_load)
+    monkeypatch.setattr(faiss_root, "load_version", recording_load)
     manager = swap.IndexManager(server_settings(root, reload_interval_s=0, model="no/such-model"),
                                 lambda encoder: SearchEngine(encoder, max_pixels=10**7))
     with pytest.raises(swap.IndexLoadError):

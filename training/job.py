@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cir.encoder import Encoder, load_encoder
+from cir.encoder import Encoder, load_encoder, loading_bars
 from cir.io import atomic_write_json
 from training import checkpoint as ckpt
 from training import distributed as D
@@ -68,7 +68,8 @@ def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     """Load the base model, index the data, split it and size the schedule."""
     source = open_data(cfg.data, cfg.objective, cfg.gallery, cfg.image_key, cfg.caption_key)  # fails before a slow load
     preflight(source)
-    encoder = load_encoder(cfg.model, device=device, dtype=cfg.dtype)
+    with loading_bars(cfg.progress):  # --no-progress: no "Loading weights" bar either
+        encoder = load_encoder(cfg.model, device=device, dtype=cfg.dtype)
     mode = "targets" if cfg.objective == "triplets" else resolve_positives(cfg.positives, source.structured)
     if mode == "mentions" and not source.structured:
         raise ValueError("--positives mentions needs data rows with `mentions` and `attributes` (a shapes world)")
@@ -148,8 +149,9 @@ def finish(job: Job, state: RunState, report: dict) -> dict:
                               f"{job.source.resolve_hint()}; nothing was saved")
     if job.info.main:
         saved = save_outputs(job, state)
-        after = load_encoder(str(out) if cfg.merge else cfg.model, adapter=None if cfg.merge else out,
-                             device=str(job.encoder.device), dtype=cfg.dtype)
+        with loading_bars(cfg.progress):
+            after = load_encoder(str(out) if cfg.merge else cfg.model, adapter=None if cfg.merge else out,
+                                 device=str(job.encoder.device), dtype=cfg.dtype)
         pixels, embeddings = saved.pop("pixels"), saved.pop("embeddings")
         if pixels is not None:  # the reloaded model must give what the trained one gave
             saved["max_abs_diff"] = float(np.abs(after.encode_pixels(pixels) - embeddings).max())

@@ -20,12 +20,15 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from cir.filter_hints import filter_hints
 from cir.fusion import DEFAULT_ALPHA, compose
-from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, decode_image,
+from cir.images import (FORMATS_TEXT, DecodeBudget, ImageDecodeError, ImageTooLargeError, bytes_sha256, decode_image,
                         sniff_image_type)
 from cir.pixels import Pixels, stack_pixels
 from cir.search.batching import MicroBatcher
 from cir.search.holds import Holds
+from cir.search.paging import Window, merge, page, search_levels
+from cir.search.ingest import IngestMixin
 from cir.search.query import (ONE_SIDED_ALPHA, BadImageError, Hit, ImagePixelsError, IndexState, NotReadyError, Plan,
                               Query, SearchResult, UnknownReferenceError, UnsupportedImageError, effective_fusion)
 
@@ -39,7 +42,7 @@ def _longest(timings: dict[str, float], **seconds: float) -> None:
         timings[key] = max(timings[key], value)
 
 
-class SearchEngine:
+class SearchEngine(IngestMixin):
     """Answers composed queries against the current index with one encoder."""
 
     def __init__(self, encoder, *, max_pixels: int, max_batch: int = 32, batch_wait_s: float = 0.002,
@@ -132,38 +135,23 @@ class SearchEngine:
             raise UnknownReferenceError(f"no gallery item with id {ref_id!r} in index {state.version}")
         return np.asarray(vec, dtype=np.float32)
 
-    def search_batch(self, jobs: list[tuple]) -> list[list[Hit]]:
-        """Search several query vectors, one FAISS call per index state, with hit metadata.
+    def search_batch(self, jobs: list[tuple]) -> list[tuple[list[Hit], int | None]]:
+        """Search several query vectors (cir.search.paging.search_levels), with hit metadata.
 
-        A job is (state, vector, k, min_score, bound filter or None). Unfiltered jobs of one state
-        share one search; a filtered job is answered on its own (its own mask and plan), so its
-        hits never depend on what else is in the batch.
+        A job is (state, vector, paging.Window, bound filter or None); its answer is (hits, next
+        offset): the window's slice of the query's fixed sequence, whatever else is in the batch.
         """
-        out: list[list[Hit] | None] = [None] * len(jobs)
-        groups: dict[int, list[int]] = {}
-        for i, (state, vec, k, min_score, bound) in enumerate(jobs):
-            if bound is None:
-                groups.setdefault(id(state), []).append(i)
-                continue
-            scores, ids = state.index.search_where(vec, k, bound)
-            out[i] = self._hits(state, scores, ids, min_score)
-        for rows in groups.values():
-            state = jobs[rows[0]][0]
-            k_max = max(jobs[i][2] for i in rows)
-            scores, ids = state.index.search(np.stack([jobs[i][1] for i in rows]).astype(np.float32), k_max)
-            for row, i in enumerate(rows):
-                _, _, k, min_score, _ = jobs[i]
-                out[i] = self._hits(state, scores[row], ids[row][:k], min_score)
-        return out  # type: ignore[return-value]
+        levels = search_levels(jobs)
+        out = []
+        for (state, _, window, _), found in zip(jobs, levels):
+            pairs, next_offset = page(merge(found), window)
+            out.append((self._hits(state, pairs, window.offset), next_offset))
+        return out
 
     @staticmethod
-    def _hits(state: IndexState, scores: np.ndarray, ids: list[str], min_score: float | None) -> list[Hit]:
-        hits = []
-        for score, item_id in zip(scores, ids):
-            if min_score is not None and score < min_score:
-                break  # scores come sorted, best first
-            hits.append(Hit(id=item_id, score=float(score), rank=len(hits) + 1, item=state.index.item(item_id) or {}))
-        return hits
+    def _hits(state: IndexState, pairs: list[tuple[float, str]], offset: int) -> list[Hit]:
+        return [Hit(id=item_id, score=score, rank=offset + n + 1, item=state.index.item(item_id) or {})
+                for n, (score, item_id) in enumerate(pairs)]
 
     # --- whole queries ------------------------------------------------------------------
     def _begin(self, q: Query) -> Plan:
@@ -177,9 +165,10 @@ class SearchEngine:
         alpha = ONE_SIDED_ALPHA.get(fusion, alpha)
         # Checked against this version's fields before any encoding: a bad filter fails fast.
         bound = q.filter.bind(state.index.fields) if q.filter is not None else None
+        exclude = frozenset(q.exclude_ids) | (frozenset() if q.keep_references else frozenset(q.gallery_ids))
         self._holds.hold(state)  # released by the caller when the query ends
         return Plan(state, fusion, alpha, bound, q.uploads if need_image else (), q.gallery_ids if need_image else (),
-                    q.text if need_text else None, tuple(q.negative_texts))
+                    q.text if need_text else None, tuple(q.negative_texts), exclude)
 
     @staticmethod
     def _compose(plan: Plan, q: Query, refs: list[np.ndarray], texts: list[tuple[np.ndarray, bool]]) -> np.ndarray:
@@ -189,13 +178,25 @@ class SearchEngine:
         return compose(plan.fusion, np.stack(refs)[None] if refs else None, w, plan.alpha, q.image_weights,
                        np.stack(negatives)[None] if negatives else None, q.beta)[0]
 
+    def same_items(self, state: IndexState, data: bytes) -> list[str]:
+        """The gallery items whose image file has exactly these bytes (an upload of a gallery image)."""
+        return state.index.ids_with_sha256(bytes_sha256(data))
+
     @staticmethod
-    def _result(plan: Plan, q: Query, refs: list, texts: list, hits: list[Hit], vec: np.ndarray,
-                timings: dict[str, float], t0: float) -> SearchResult:
+    def _window(plan: Plan, q: Query, same: list[list[str]]) -> Window:
+        """The query's page, excluding its own references (and the gallery copies of its uploads)."""
+        return Window(q.offset, q.k, q.min_score, plan.exclude.union(*same))
+
+    @staticmethod
+    def _result(plan: Plan, q: Query, refs: list, texts: list, found: tuple[list[Hit], int | None],
+                vec: np.ndarray, timings: dict[str, float], t0: float) -> SearchResult:
         timings["total"] = time.perf_counter() - t0
+        hits, next_offset = found
         return SearchResult(hits, plan.alpha, plan.fusion, plan.state.version, any(t for _, t in texts),
                             {k: round(s * 1000, 3) for k, s in timings.items()}, references=len(refs),
-                            negative_weight=q.beta if plan.negatives else None, vector=vec)
+                            negative_weight=q.beta if plan.negatives else None, vector=vec,
+                            warnings=filter_hints(q.filter, plan.state.index.fields),
+                            offset=q.offset, next_offset=next_offset)
 
     async def search(self, q: Query) -> SearchResult:
         """Answer one query (call from the event loop): alone, as `search_sync` in one hop to the model
@@ -250,22 +251,26 @@ class SearchEngine:
         async def stored(ref_id: str) -> np.ndarray:
             return await loop.run_in_executor(self._search_pool, self.reference, plan.state, ref_id)
 
+        async def same(data: bytes) -> list[str]:
+            return await loop.run_in_executor(self._decode_pool, self.same_items, plan.state, data)
+
         async def text(value: str, ticket) -> tuple[np.ndarray, bool]:
             t = time.perf_counter()
             out = await ticket.submit(value)
             _longest(timings, encode_text=time.perf_counter() - t)
             return out
 
+        copies = () if q.keep_references else q.uploads
         parts = await asyncio.gather(*map(upload, plan.uploads, tickets["images"]), *map(stored, plan.gallery_ids),
-                                     *map(text, plan.texts, tickets["texts"]))
-        n = len(plan.uploads) + len(plan.gallery_ids)
-        refs, texts = list(parts[:n]), list(parts[n:])
+                                     *map(text, plan.texts, tickets["texts"]), *map(same, copies))
+        n, m = len(plan.uploads) + len(plan.gallery_ids), len(parts) - len(copies)
+        refs, texts, window = list(parts[:n]), list(parts[n:m]), self._window(plan, q, list(parts[m:]))
         t = time.perf_counter()
         vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = await tickets["search"][0].submit((plan.state, vec, q.k, q.min_score, plan.bound))
+        found = await tickets["search"][0].submit((plan.state, vec, window, plan.bound))
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        return self._result(plan, q, refs, texts, hits, vec, timings, t0)
+        return self._result(plan, q, refs, texts, found, vec, timings, t0)
 
     def search_sync(self, q: Query) -> SearchResult:
         """The same query, step by step on the calling thread: no batching, no threads."""
@@ -293,6 +298,7 @@ class SearchEngine:
         t = time.perf_counter()
         vec = self._compose(plan, q, refs, texts)
         t1 = time.perf_counter()
-        hits = self.search_batch([(plan.state, vec, q.k, q.min_score, plan.bound)])[0]
+        same = [] if q.keep_references else [self.same_items(plan.state, data) for data in q.uploads]
+        found = self.search_batch([(plan.state, vec, self._window(plan, q, same), plan.bound)])[0]
         timings["fuse"], timings["search"] = t1 - t, time.perf_counter() - t1
-        return self._result(plan, q, refs, texts, hits, vec, timings, t0)
+        return self._result(plan, q, refs, texts, found, vec, timings, t0)

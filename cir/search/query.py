@@ -5,25 +5,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from cir.errors import InvalidFilterError, QueryError  # noqa: F401 - InvalidFilterError: the engine's errors in one place
+from cir.filters import Filter
 from cir.fusion import DEFAULT_NEGATIVE_WEIGHT, check_weights
-
-if TYPE_CHECKING:
-    from cir.filters import Filter
+from cir.metadata import check_number
+from cir.search.paging import MAX_EXCLUDE_IDS, MAX_WINDOW
 
 MAX_K = 1000  # the most results one query may ask for (HTTP and `cir search`)
 MAX_REFERENCES = 8  # reference images (uploads and gallery ids together) one query may merge
 MAX_NEGATIVES = 8  # negative texts one query may give
-
-
-class QueryError(ValueError):
-    """A query the engine cannot answer; `code` names the reason."""
-
-    code = "bad_query"
 
 
 class EmptyQueryError(QueryError):
@@ -58,18 +53,12 @@ class ImagePixelsError(BadImageError):
     code = "image_too_large"
 
 
+class PagingError(QueryError):
+    code = "invalid_paging"
+
+
 class UnknownReferenceError(QueryError):
     code = "unknown_reference"
-
-
-class InvalidFilterError(QueryError):
-    """A filter that cannot be parsed or does not fit the index (cir.filters); names the field and why."""
-
-    code = "invalid_filter"
-
-    def __init__(self, field: str | None, reason: str):
-        self.field, self.reason = field, reason
-        super().__init__(f"filter: field {field!r}: {reason}" if field is not None else f"filter: {reason}")
 
 
 class NotReadyError(RuntimeError):
@@ -107,6 +96,7 @@ class Plan:
     gallery_ids: tuple[str, ...]  # stored image embeddings to read
     text: str | None  # the modification text, when the fusion uses it
     negatives: tuple[str, ...]
+    exclude: frozenset[str] = frozenset()  # ids left out of the results (exclude_ids, gallery references)
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -139,6 +129,9 @@ class Query:
     image_weights: tuple[float, ...] | None = None
     negative_texts: tuple[str, ...] = ()
     negative_weight: float | None = None
+    offset: int = 0  # the page: results offset+1 .. offset+k of the query's fixed sequence (cir.search.paging)
+    exclude_ids: tuple[str, ...] = ()  # gallery ids never returned
+    keep_references: bool = False  # False: the query's own references (and gallery copies of uploads) are left out
 
     @property
     def uploads(self) -> tuple[bytes, ...]:
@@ -168,22 +161,44 @@ class Query:
             if len(self.image_weights) != n:
                 raise ImageWeightsError(f"image_weights: {len(self.image_weights)} weights for {n} references "
                                         "(uploaded images first, then reference_ids)")
-            try:
-                check_weights(np.asarray(self.image_weights, dtype=np.float64), n)
+            try:  # checked as the encoder uses them: float32
+                weights = [check_number(w, "float32") for w in self.image_weights]
+                check_weights(np.asarray(weights, dtype=np.float64), n)
             except ValueError as exc:
                 raise ImageWeightsError(f"image_weights: {exc}") from None
         if len(self.negative_texts) > MAX_NEGATIVES or not all(t and t.strip() for t in self.negative_texts):
             raise NegativeTextError(f"negative_text: give 1 to {MAX_NEGATIVES} non-empty texts")
         if not (math.isfinite(self.beta) and 0.0 <= self.beta <= 1.0):
             raise NegativeWeightError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
+        check_page(self.offset, self.k, len(self.exclude_ids))
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
     """Image weights as HTTP and `cir search` take them: "2,1,0.5" -> (2.0, 1.0, 0.5)."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ImageWeightsError(f"image_weights: not comma-separated numbers: {text[:100]!r}") from None
+    return weights_of(text.split(","))
+
+
+def weights_of(values) -> tuple[float, ...]:
+    """Image weights (numbers or number strings) checked on the one numeric path, in the encoder's float32."""
+    weights = []
+    for n, part in enumerate(values, 1):
+        try:  # the one numeric parsing path (cir.metadata), in the encoder's precision
+            weights.append(check_number(part, "float32"))
+        except ValueError as exc:
+            shown = str(part).strip() if len(str(part).strip()) <= 40 else str(part).strip()[:37] + "..."
+            raise ImageWeightsError(f"image_weights: not comma-separated numbers: weight {n} ({shown!r}) {exc} "
+                                    "(e.g. 2,1,1)") from None
+    return tuple(weights)
+
+
+def check_page(offset: int, k: int, excluded: int = 0) -> None:
+    """PagingError unless 1 <= k <= MAX_K, offset >= 0, offset + k <= MAX_WINDOW and the exclusions fit."""
+    if not 1 <= k <= MAX_K:
+        raise PagingError(f"k must be 1 to {MAX_K}, got {k}")
+    if offset < 0 or offset + k > MAX_WINDOW:
+        raise PagingError(f"offset + k must be at most {MAX_WINDOW} (offset >= 0), got offset {offset} and k {k}")
+    if excluded > MAX_EXCLUDE_IDS:
+        raise PagingError(f"exclude_ids: {excluded} ids; a query excludes at most {MAX_EXCLUDE_IDS}")
 
 
 def check_reference_count(n: int) -> None:
@@ -200,15 +215,15 @@ class Hit:
     item: dict
 
 
-def image_url(item_id: str) -> str:
+def image_url(item_id: str, base: str = "/images") -> str:
     """The URL of a gallery image: every character of the id that needs it percent-encoded (/, ?, #, %, newlines)."""
-    return f"/images/{quote(item_id, safe='')}"
+    return f"{base}/{quote(item_id, safe='')}"
 
 
-def hit_dict(hit: Hit) -> dict:
+def hit_dict(hit: Hit, image_base: str = "/images") -> dict:
     """A hit as the HTTP API and `cir search --json` return it."""
     item = hit.item
-    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id),
+    return {"id": hit.id, "score": hit.score, "rank": hit.rank, "image_url": image_url(hit.id, image_base),
             "width": item.get("width"), "height": item.get("height"), "metadata": item.get("metadata") or {}}
 
 
@@ -223,15 +238,20 @@ class SearchResult:
     references: int = 0  # how many reference images were merged
     negative_weight: float | None = None  # the push used; None without negative texts
     vector: np.ndarray | None = field(default=None, repr=False)  # the composed query that was ranked
+    warnings: list[str] = field(default_factory=list)  # e.g. a filter value no item has (cir.filter_hints)
+    offset: int = 0  # where this page starts in the query's sequence
+    next_offset: int | None = None  # the next page's offset; None on the last page
 
 
-def result_dict(result: SearchResult, text_max_tokens: int) -> dict:
+def result_dict(result: SearchResult, text_max_tokens: int, image_base: str = "/images") -> dict:
     """A search result as the HTTP API (`POST /search`) and `cir search --json` return it."""
     warnings = [f"text truncated to the text tower's {text_max_tokens} tokens"] if result.text_truncated else []
-    return {"results": [hit_dict(h) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
+    warnings += result.warnings
+    return {"results": [hit_dict(h, image_base) for h in result.hits], "alpha": result.alpha, "fusion": result.fusion,
             "index_version": result.index_version, "text_truncated": result.text_truncated,
             "references": result.references, "negative_weight": result.negative_weight,
-            "warnings": warnings, "timings_ms": result.timings_ms}
+            "warnings": warnings, "offset": result.offset, "next_offset": result.next_offset,
+            "timings_ms": result.timings_ms}
 
 
 # The text weight of the one-sided fusions (what `alpha` reports for them).

@@ -134,6 +134,14 @@ class GalleryStore:
         """Apply operations durably, in order; one result per operation. Acknowledged means durable."""
         raise ReadOnlyStoreError(f"{self.name} does not take writes")
 
+    def refresh(self) -> bool:
+        """Pick up writes other processes made since the last look; True when the next view differs."""
+        return False
+
+    def keep_image(self, data: bytes, suffix: str) -> str:
+        """Keep an upserted image's bytes where /images serves them and a full build can embed them; its path."""
+        raise ReadOnlyStoreError(f"{self.name} does not keep uploaded images")
+
     def close(self) -> None:
         """Release the store's own resources (clients, locks)."""
 

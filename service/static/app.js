@@ -5,7 +5,9 @@
 const $ = (id) => document.getElementById(id);
 const MAX_REFERENCES = 8;  // the service's limit (cir.search.query.MAX_REFERENCES)
 // refs: the reference images, in the order shown: {upload: File} or {id: gallery id}, with src, label, weight
-const state = { refs: [], busy: false, again: false, sentFilter: null };
+const state = { refs: [], busy: false, again: false, sentFilter: null, displayFields: [], infoLoaded: false,
+  background: null };
+const BACKGROUND_POLL_MS = 5000;  // how often the info line follows a background job (the demo's TAT run)
 
 function setError(message) {
   $("error").textContent = message || "";
@@ -26,7 +28,7 @@ function renderRefs() {
     box.className = "ref";
     box.title = ref.label;
     const img = document.createElement("img");
-    img.src = ref.src;
+    setImage(img, ref.src);
     img.alt = ref.label;
     const remove = document.createElement("button");
     remove.type = "button";
@@ -92,6 +94,7 @@ function appendReferences(form) {
 }
 
 function errorText(body, status) {
+  if (status === 401) return "this server needs an API key: enter it at the top of the page";
   if (!body) return `HTTP ${status}`;
   if (Array.isArray(body.detail)) return body.detail.map((e) => `${(e.loc || []).slice(-1)[0]}: ${e.msg}`).join("; ");
   return body.detail || body.error || `HTTP ${status}`;
@@ -122,7 +125,7 @@ async function search() {
   state.sentFilter = filter;
   $("status").textContent = "searching…";
   try {
-    const response = await fetch("/search", { method: "POST", body: form });
+    const response = await apiFetch(apiPath("search"), { method: "POST", body: form });
     const body = await response.json().catch(() => null);
     if (!response.ok) throw new Error(errorText(body, response.status));
     render(body);
@@ -133,6 +136,22 @@ async function search() {
     state.busy = false;
     if (state.again) { state.again = false; search(); }
   }
+}
+
+// The display fields of a hit (CIR_DISPLAY_FIELDS, e.g. title and price) as text lines under its image.
+function fieldLines(hit) {
+  const lines = [];
+  state.displayFields.forEach((name, i) => {
+    const value = hit.metadata[name];
+    if (value === undefined || value === null) return;
+    const line = document.createElement("div");
+    line.className = i === 0 ? "field first" : "field";
+    line.dataset.field = name;  // names and values are data: set as text, never as HTML
+    const shown = Array.isArray(value) ? value.join(", ") : (typeof value === "object" ? JSON.stringify(value) : String(value));
+    line.textContent = i === 0 ? shown : `${name}: ${shown}`;
+    lines.push(line);
+  });
+  return lines;
 }
 
 function render(body) {
@@ -146,14 +165,14 @@ function render(body) {
     const img = document.createElement("img");
     img.loading = "lazy";
     img.alt = hit.id;
-    img.src = `${hit.image_url}?size=256`;
+    setImage(img, `${hit.image_url}?size=256`);
     const meta = document.createElement("div");
     meta.className = "meta";
-    meta.innerHTML = `<span>#${hit.rank}</span><span class="score">${hit.score.toFixed(3)}</span>`;
+    meta.innerHTML = hit.score === null ? "" : `<span>#${hit.rank}</span><span class="score">${hit.score.toFixed(3)}</span>`;
     const id = document.createElement("div");
     id.className = "id";
     id.textContent = hit.id;
-    card.append(img, meta, id);
+    card.append(img, ...fieldLines(hit), meta, id);
     card.addEventListener("click", (event) => {
       const ref = { id: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}`, weight: 1 };
       if (event.shiftKey) addReferences([ref]);
@@ -162,6 +181,11 @@ function render(body) {
     });
     return card;
   }));
+  if (!body.timings_ms) {  // GET /browse: items, not ranked hits
+    $("status").textContent = `${body.results.length} ${body.order === "newest" ? "newest" : "random"} items of ` +
+      `${body.count} · pick one, or search · index ${body.index_version}`;
+    return;
+  }
   const t = body.timings_ms;
   const notes = body.warnings.length ? ` · ${body.warnings.join("; ")}` : "";
   const refs = body.references > 1 ? ` · ${body.references} references` : "";
@@ -177,15 +201,39 @@ function lastParts(path, n) {
 
 async function loadInfo() {
   try {
-    const response = await fetch("/info");
+    const response = await apiFetch(apiPath("info"));
     const info = await response.json();
     if (!response.ok) throw new Error(errorText(info, response.status));
-    $("info").textContent = `${info.count} images · model ${lastParts(info.model, 1)} · ` +
-      `${info.adapter ? `TAT adapter ${lastParts(info.adapter, 2)}` : "no adapter"} · index ${info.index_version}`;
-    $("alpha").value = info.default_alpha;
-    $("alpha-value").textContent = Number(info.default_alpha).toFixed(2);
+    // while a background job runs (the demo's TAT), its status stands where the adapter will be
+    const model = info.background ? info.background
+      : (info.adapter ? `TAT adapter ${lastParts(info.adapter, 2)}` : "no adapter");
+    $("info").textContent = `${info.count} images · model ${lastParts(info.model, 1)} · ${model} · ` +
+      `index ${info.index_version}`;
+    state.displayFields = info.display_fields || [];
+    if (!state.infoLoaded) {  // the user's slider position survives the polls below
+      $("alpha").value = info.default_alpha;
+      $("alpha-value").textContent = Number(info.default_alpha).toFixed(2);
+    }
+    state.infoLoaded = true;
+    if (state.background && !info.background) loadFacets();  // the job's new index may bring new fields
+    state.background = info.background;
+    if (info.background) setTimeout(loadInfo, BACKGROUND_POLL_MS);
   } catch (err) {
     $("info").textContent = `service not ready: ${err.message}`;
+  }
+}
+
+// The first screen, before any search: gallery items in random order (a new sample each time) or newest first.
+async function browse(order) {
+  if (state.busy) return;
+  setError("");
+  try {
+    const response = await fetch(`/browse?n=${$("k").value}&order=${order}`);
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(errorText(body, response.status));
+    render(body);
+  } catch (err) {
+    setError(err.message);
   }
 }
 
@@ -274,7 +322,7 @@ function filtersChanged() {
 async function loadFacets() {
   let fields = {};
   try {
-    const response = await fetch("/facets");
+    const response = await apiFetch(apiPath("facets"));
     if (response.ok) fields = (await response.json()).fields || {};
   } catch (err) {
     fields = {};  // no facets: no filter controls
@@ -311,8 +359,9 @@ $("negative-weight").addEventListener("input", () => {
   if (hasQuery() && $("negative").value.trim()) sliderTimer = setTimeout(search, 150);
 });
 $("query").addEventListener("submit", (event) => { event.preventDefault(); search(); });
-$("fusion").addEventListener("change", () => { if ($("results").children.length) search(); });
-$("k").addEventListener("change", () => { if ($("results").children.length) search(); });
+// browsed items are no query: only a search is rerun
+$("fusion").addEventListener("change", () => { if (hasQuery() && $("results").children.length) search(); });
+$("k").addEventListener("change", () => { if (hasQuery() && $("results").children.length) search(); });
 $("clear").addEventListener("click", () => setReferences([]));
 $("file").addEventListener("change", (event) => {
   pickFiles(event.target.files);
@@ -328,5 +377,13 @@ drop.addEventListener("drop", (event) => {
   drop.classList.remove("over");
   pickFiles(event.dataTransfer.files);
 });
-loadInfo();
+$("shuffle").addEventListener("click", () => browse("random"));
+$("newest").addEventListener("click", () => browse("newest"));
+loadInfo().then(() => { if (!$("results").children.length) browse("random"); });
 loadFacets();
+setupAccess(() => {  // another gallery or key: start over on it
+  setReferences([]);
+  $("results").replaceChildren();
+  loadInfo();
+  loadFacets();
+});

@@ -1,4 +1,4 @@
-"""Writing, verifying, publishing and pruning versions under an index root."""
+"""Writing, verifying, publishing and pruning versions under an index root (`cir index build` and compaction)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import numpy as np
 from cir import index_store as store
 from cir.columns import COLUMNS_DIR, Columns, write_columns
 from cir.io import atomic_write_json
-from indexer.errors import OutputError
+from cir.errors import OutputError
+from cir.version_names import record_pruned
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def prune(root: Path, keep: int) -> list[str]:
     current = idx.current_version()
     versions = idx.versions()
     doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v != current]
+    record_pruned(root, doomed)  # first: a rollback to one of them then says it was pruned
     for v in doomed:
         shutil.rmtree(idx.version_dir(v), ignore_errors=True)
     return doomed

@@ -1,0 +1,173 @@
+"""Compaction: fold a live root's pending changes into a new published version, embedding nothing.
+
+The new version's rows are the base version's rows still live, in order (a patched item keeps
+its row, with its new metadata), then the upserted items. Its vectors are read from the base
+version's files and the log; the FAISS index is the base index with the new rows added when no
+base row went away (Flat, HNSW and IVF all take additions: a small change set costs its own
+size, not the gallery's). When rows went away, Flat drops them in place, IVF refills its
+trained lists (no training) and HNSW is rebuilt from the stored vectors (no embedding). The
+version is written and verified like a build's (cir.versioning), published, and only then is
+the log trimmed of the changes it folded. Writes go on meanwhile: they land in the log above the
+folded sequence number and apply on the new version (cir.stores.faiss_root).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from cir import index_store as store
+from cir.columns import build_columns, describe
+from cir.index_factory import factory_kind
+from cir.stores.changelog import Record
+from cir.stores.faiss_root import FaissRootStore, lineage_of
+from cir.stores.overlay import write_deleted
+from cir.versioning import new_version_name, prune, root_lock, write_version
+
+log = logging.getLogger(__name__)
+DEFAULT_KEEP = 3  # complete versions kept, as `cir index build --keep`
+# HNSW/IVF: deleted rows stay in the index, masked (ROOT/versions/<v>/deleted.npy), up to this share of its rows
+REBUILD_SHARE = 0.10
+
+
+@dataclass
+class CompactResult:
+    """What a compaction did: status 'compacted' or 'nothing_pending'."""
+
+    status: str
+    version: str | None
+    previous: str | None
+    folded: int = 0
+    count: int = 0
+    added: int = 0
+    removed: int = 0
+    index: str = ""  # how the index was made: 'added', 'removed+added', 'refilled' or 'rebuilt'
+    seconds: float = 0.0
+
+
+def _index(base_dir, manifest: dict, removed: np.ndarray, tombstones: bool, kept: np.ndarray,
+           new_rows: np.ndarray) -> tuple[object, str]:
+    """The new version's FAISS index from the base's, without re-embedding; (index, how)."""
+    index = faiss.read_index(str(base_dir / store.INDEX_FILE))  # a private, writable copy
+    kind = factory_kind(manifest.get("factory", ""))
+    if not removed.any() or tombstones:
+        how = "added" if not removed.any() else "added, deleted rows masked"
+    elif kind == "Flat":
+        index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(removed).astype(np.int64)))
+        how = "removed+added"
+    elif kind == "IVF":
+        index.reset()  # the trained quantizer (and PQ codebooks) stay: only the lists are refilled
+        index.add(np.ascontiguousarray(kept))
+        how = "refilled"
+    else:
+        ef = faiss.downcast_index(index).hnsw.efConstruction
+        index = faiss.index_factory(kept.shape[1], manifest["factory"], faiss.METRIC_INNER_PRODUCT)
+        faiss.downcast_index(index).hnsw.efConstruction = ef
+        index.add(np.ascontiguousarray(kept))
+        how = "rebuilt"
+    if len(new_rows):
+        index.add(np.ascontiguousarray(new_rows))
+    store.apply_search_params(index, manifest.get("search_params"))
+    return index, how
+
+
+def _tombstone(row: int) -> dict:
+    """The item record of a deleted row kept in place (a control character: no live id can equal it)."""
+    return {"id": f"\x00deleted:{row}", "path": None, "width": None, "height": None, "sha256": None, "size": None,
+            "metadata": {}}
+
+
+def _rows(view, tombstones: bool, removed: np.ndarray, patched: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(items, image embeddings, ranked vectors) of the folded view: base rows, then the new items."""
+    base = view.base
+    vdir = store.IndexRoot(base.root).version_dir(base.version)
+    keep = np.ones(base.count, bool) if tombstones else ~removed
+    new = [r for r in view._live_rows if view._rows[r].get("base_row") is None]
+    items = []
+    for item in store.iter_items(vdir / store.ITEMS_FILE):
+        row = item.pop("row")
+        if removed[row]:
+            if tombstones:
+                items.append(_tombstone(row))
+            continue
+        if row in patched:
+            item = {**item, "metadata": view._rows[patched[row]]["metadata"]}
+        items.append(item)
+    for r in new:
+        rec = view._rows[r]
+        items.append({k: rec.get(k) for k in ("id", "path", "width", "height", "sha256", "size", "metadata")})
+    emb = np.load(vdir / store.EMBEDDINGS_FILE, mmap_mode="r")
+    embeddings = np.concatenate([np.asarray(emb[keep], np.float32), view._emb[new]])
+    ranked = np.concatenate([np.asarray(base.vectors[keep], np.float32), view._vec[new]])
+    return items, embeddings, ranked
+
+
+def _removed(view) -> tuple[np.ndarray, dict]:
+    """(base rows that leave the live set, {base row: overlay row} of the patched ones, which keep their row)."""
+    excluded = view._excluded if view._excluded is not None else np.zeros(view.base.count, bool)
+    patched = {view._rows[r]["base_row"]: r for r in view._live_rows if view._rows[r].get("base_row") is not None}
+    removed = excluded.copy()
+    removed[list(patched)] = False
+    return removed, patched
+
+
+def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | None = None,
+            rebuild_share: float = REBUILD_SHARE) -> CompactResult:
+    """Fold the pending changes of the published version into a new published version."""
+    t0 = time.perf_counter()
+    live = store_ or FaissRootStore(root)
+    with root_lock(live.root):  # one build or compaction per root at a time
+        with live.write_lock():
+            view = live.open()
+        base = view.base
+        if not view.pending:
+            return CompactResult("nothing_pending", base.version, base.version)
+        manifest = dict(base.manifest)
+        removed, patched = _removed(view)
+        # HNSW and IVF keep deleted rows in place, masked, until they pass a share of the rows (FAISS HNSW
+        # cannot remove; an IVF refill costs the whole gallery); Flat drops them in place cheaply
+        tombstones = factory_kind(manifest.get("factory", "")) in ("HNSW", "IVF") and \
+            removed.sum() <= rebuild_share * base.count
+        items, embeddings, ranked = _rows(view, tombstones, removed, patched)
+        n_base = base.count if tombstones else int((~removed).sum())
+        vdir = store.IndexRoot(base.root).version_dir(base.version)
+        index, how = _index(vdir, manifest, removed, tombstones, ranked[:n_base], ranked[n_base:])
+        dead = removed if tombstones else np.zeros(n_base, bool)
+        columns = build_columns(view._types, [it["metadata"] for it in items])
+        version = new_version_name(live.root, manifest["fingerprint"])
+        lineage, _ = lineage_of(base.manifest)
+        composed = manifest.get("index_vectors") == store.INDEX_VECTORS_FILE
+        manifest.update(version=version, count=len(items), fields=describe(columns), previous=base.version,
+                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        live={"lineage": list(lineage), "folded_seq": view.seq, "folded": view.pending,
+                              "index": how})
+        manifest["deleted_rows"] = int(dead.sum())
+        result = CompactResult("compacted", version, base.version, view.pending, len(items) - int(dead.sum()),
+                               len(items) - n_base, int(removed.sum()), how)
+        final = write_version(live.root, version, embeddings, items, index, manifest, {"version": version,
+                              "compaction": vars(result)}, ranked if composed else None, columns)
+        if dead.any():  # before publishing: a served version is never without its mask
+            write_deleted(final, np.concatenate([dead, np.zeros(len(items) - n_base, bool)]))
+        with live.write_lock():
+            live.publish(version)
+            _trim(live, (version, *lineage), view.seq)
+        prune(live.root, keep_versions)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    log.info("compacted %d changes of %s into %s (%d items, index %s) in %.2f s", result.folded, base.version,
+             version, result.count, how, result.seconds)
+    return result
+
+
+def _trim(live: FaissRootStore, lineage: tuple[str, ...], folded_seq: int) -> None:
+    """Drop the folded records from the log (the new version is published); keep every other one."""
+    records, _, _, _ = live.log.read(0)
+    keep = [r for r in records if r.header.get("op") != "mark"
+            and not (r.header.get("base") in lineage and r.seq <= folded_seq)]
+    top = max((r.seq for r in records), default=folded_seq)
+    if not keep or keep[-1].seq < top:  # the next write must not reuse a sequence number
+        keep.append(Record(top, {"op": "mark"}))
+    live.log.rewrite(keep)

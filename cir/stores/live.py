@@ -1,0 +1,221 @@
+"""A live view: a published version less its deleted, replaced and patched rows, plus the overlay rows.
+
+A search ranks the base version's rows through its own index, with the superseded rows masked
+out by the ID-selector plan of cir.index_search (so exact on Flat; on HNSW/IVF with the widened
+efSearch/nprobe a filter gets), and the overlay rows with an exact scan; the two top-k lists are
+merged by score. Filters run on the base columns and on columns built for the overlay rows with
+the same typing (cir.columns), and facets are computed over the live set. A view is a snapshot:
+writes after it was made are not seen by the queries that hold it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from cir.columns import Column, Columns, build_columns, describe
+from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES
+from cir.stores.overlay import Overlay
+from cir.stores.segments import overlay_topk
+
+
+def _empty_column(ftype: str, count: int) -> Column:
+    """A column in which no row has the field."""
+    if ftype in (NUMBER, *TIME_TYPES):
+        return Column(ftype, np.full(count, np.nan))
+    if ftype in (BOOLEAN, OBJECT):
+        return Column(ftype, np.full(count, -1 if ftype == BOOLEAN else 0, np.int8))
+    if ftype == TAGS:
+        return Column(ftype, np.empty(0, np.int32), rows=np.empty(0, np.int32), dictionary=[])
+    return Column(ftype, np.full(count, -1, np.int32), dictionary=[])
+
+
+def _concat(ftype: str, a: Column, keep: np.ndarray, b: Column) -> Column:
+    """Column a's kept rows followed by column b's rows (string/tag codes mapped to one dictionary)."""
+    if ftype in (STRING, TAGS):
+        union = sorted(set(a.dictionary) | set(b.dictionary))
+        remap = [np.searchsorted(union, c.dictionary).astype(np.int32) if c.dictionary else np.empty(0, np.int32)
+                 for c in (a, b)]
+        if ftype == STRING:
+            parts = []
+            for data, m in ((np.asarray(a.data)[keep], remap[0]), (np.asarray(b.data), remap[1])):
+                codes = np.full(len(data), -1, np.int32)
+                has = data >= 0
+                codes[has] = m[data[has]]
+                parts.append(codes)
+            return Column(ftype, np.concatenate(parts), dictionary=union)
+        new_row = np.cumsum(keep) - 1
+        kept = keep[a.rows]
+        rows = np.concatenate([new_row[a.rows[kept]], b.rows + int(keep.sum())]).astype(np.int32)
+        data = np.concatenate([remap[0][a.data[kept]], remap[1][b.data] if len(b.data) else np.empty(0, np.int32)])
+        return Column(ftype, data.astype(np.int32), rows=rows, dictionary=union)
+    return Column(ftype, np.concatenate([np.asarray(a.data)[keep], b.data]))
+
+
+class LiveView:
+    """One snapshot of a live gallery (cir.stores.base.GalleryView)."""
+
+    def __init__(self, overlay: Overlay, owner=None):
+        base = overlay.base
+        self.base, self._owner = base, owner
+        self.version = base.version
+        self.n = overlay.n
+        self._rows = overlay.rows  # entries [:n] never change
+        self._emb, self._vec = overlay.emb, overlay.vec
+        self._alive = overlay.alive[: self.n].copy()
+        self._by_id = dict(overlay.by_id)
+        self._excluded = overlay.excluded.copy() if overlay.excluded.any() else None
+        self._types = dict(overlay.types)
+        self._segments, self._sealed = overlay.segments, overlay.sealed
+        self.seq, self.pending = overlay.seq, overlay.pending
+        self._live_rows = np.flatnonzero(self._alive)
+        n_excluded = 0 if self._excluded is None else int(self._excluded.sum())
+        self.count = base.count - n_excluded + len(self._live_rows)
+        self.manifest = {**base.manifest, "count": self.count, "live": {"seq": self.seq, "pending": self.pending}}
+        self.columns = base.columns  # the base version's (cir.filters reads a view's fields, not these)
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Every live id: the base version's remaining rows in order, then the overlay's items."""
+        if not self.changed:
+            return self.base.ids
+        keep = np.ones(self.base.count, bool) if self._excluded is None else ~self._excluded
+        return [self.base.ids[r] for r in np.flatnonzero(keep)] + [self._rows[r]["id"] for r in self._live_rows]
+
+    @property
+    def changed(self) -> bool:
+        """True when the view differs from its base version."""
+        return self._excluded is not None or self.n > 0
+
+    # --- fields and filters -------------------------------------------------------------
+    @cached_property
+    def _base_columns(self) -> Columns:
+        """The base columns, with an empty column for each field only live writes have."""
+        cols = self.base.columns or Columns(self.base.count, {})
+        missing = {f: _empty_column(t, cols.count) for f, t in self._types.items() if f not in cols.fields}
+        return Columns(cols.count, {**cols.fields, **missing}) if missing else cols
+
+    @cached_property
+    def _overlay_columns(self) -> Columns:
+        return build_columns(self._types, [self._rows[r]["metadata"] for r in range(self.n)])
+
+    @cached_property
+    def fields(self) -> dict[str, dict]:
+        """Types and facets over the live set (computed once per view)."""
+        if not self.n and not self.pending:
+            return self.base.fields  # (a compaction's masked rows are already left out of the manifest's)
+        keep = np.ones(self.base.count, bool) if self._excluded is None else ~self._excluded
+        base, over = self._base_columns, self._overlay_columns
+        merged = {f: _concat(t, base.fields[f], keep, _take(over.fields[f], self._live_rows, self.n))
+                  for f, t in self._types.items()}
+        return describe(Columns(self.count, merged))
+
+    # --- search -------------------------------------------------------------------------
+    def _merge(self, base_scores, base_ids, query: np.ndarray, rows: np.ndarray, k: int):
+        scores = list(base_scores[: len(base_ids)])
+        ids = list(base_ids)
+        if len(rows):
+            s, r = overlay_topk(self._vec, self._segments, self._sealed, rows, query, min(k, len(rows)))
+            scores += list(s)
+            ids += [self._rows[i]["id"] for i in r]
+        order = np.argsort(-np.asarray(scores, np.float32), kind="stable")[:k]
+        return np.asarray(scores, np.float32)[order], [ids[i] for i in order]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k over the live set of each of (B, dim) queries."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if not self.changed:
+            return self.base.search(q, k)
+        if self._excluded is None:
+            b_scores, b_ids = self.base.search(q, k)
+            per = [(b_scores[i], b_ids[i]) for i in range(len(q))]
+        else:
+            keep, packed = self._keep
+            per = [self.base.search_filtered(row, k, keep, packed) for row in q]
+        out = [self._merge(s, ids, q[i], self._live_rows, k) for i, (s, ids) in enumerate(per)]
+        width = max((len(ids) for _, ids in out), default=0)
+        scores = np.full((len(q), width), -np.inf, np.float32)
+        for i, (s, _) in enumerate(out):
+            scores[i, : len(s)] = s
+        return scores, [ids for _, ids in out]
+
+    @cached_property
+    def _keep(self) -> tuple[np.ndarray, tuple[int, np.ndarray]]:
+        """The base rows still live, and their (count, packed bits) for cir.index_search (once per view)."""
+        keep = ~self._excluded
+        return keep, (int(np.count_nonzero(keep)), np.packbits(keep, bitorder="little"))
+
+    def search_where(self, query: np.ndarray, k: int, bound) -> tuple[np.ndarray, list[str]]:
+        """Top-k of one query among the live items matching `bound` (a filter bound to `fields`)."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        mask = bound.mask(self._base_columns)
+        if self._excluded is not None:
+            mask = mask & ~self._excluded
+        b_scores, b_ids = self.base.search_filtered(q, k, mask)
+        rows = self._live_rows
+        if len(rows):
+            rows = rows[bound.mask(self._overlay_columns)[rows]]
+        return self._merge(b_scores, b_ids, q, rows, k)
+
+    # --- items --------------------------------------------------------------------------
+    def _base_item(self, item_id: str) -> dict | None:
+        item = self.base.item(item_id)
+        if item is None or (self._excluded is not None and self._excluded[item["row"]]):
+            return None
+        return item
+
+    def item(self, item_id: str) -> dict | None:
+        """The live record of an item (an overlay item's has its `change`), or None."""
+        row = self._by_id.get(item_id)
+        return dict(self._rows[row]) if row is not None else self._base_item(item_id)
+
+    def embedding(self, item_id: str) -> np.ndarray | None:
+        """The stored unit image embedding of a live item, or None."""
+        row = self._by_id.get(item_id)
+        if row is not None:
+            return np.array(self._emb[row], dtype=np.float32)
+        return self.base.embedding(item_id) if self._base_item(item_id) is not None else None
+
+    def ids_with_sha256(self, sha256: str) -> list[str]:
+        """Live items whose image has this SHA-256: base rows still live, then overlay rows."""
+        ids = [i for i in self.base.ids_with_sha256(sha256) if i not in self._by_id and self._base_item(i)]
+        return ids + [self._rows[r]["id"] for r in self._live_rows if self._rows[r].get("sha256") == sha256]
+
+    def browse(self, n: int, order: str = "random", seed: int | None = None) -> list[str]:
+        """Up to n live ids: 'newest' lists overlay items (latest first) before the base's newest."""
+        if not self.changed:
+            return self.base.browse(n, order, seed)
+        overlay = [self._rows[r]["id"] for r in self._live_rows[::-1]]
+        if order == "newest":
+            rows = (r for r in range(self.base.count - 1, -1, -1) if self._excluded is None or not self._excluded[r])
+            newest = overlay[: max(0, n)]
+            for r in rows:
+                if len(newest) >= n:
+                    break
+                newest.append(self.base.ids[r])
+            return newest
+        if order != "random":
+            raise ValueError(f"order must be 'random' or 'newest', got {order!r}")
+        pool = self.ids
+        n = max(0, min(int(n), len(pool)))
+        picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False) if n else []
+        return [pool[int(i)] for i in picks]
+
+    def close(self) -> None:
+        """Close the base version (the store keeps it open while it is current; see FaissRootStore)."""
+        if self._owner is not None:
+            self._owner.view_closed(self)
+        else:
+            self.base.close()
+
+
+def _take(col: Column, rows: np.ndarray, n: int) -> Column:
+    """The overlay column restricted to the live overlay rows, renumbered."""
+    if col.type == TAGS:
+        keep = np.zeros(n, bool)
+        keep[rows] = True
+        new_row = np.cumsum(keep) - 1
+        sel = keep[col.rows] if len(col.rows) else np.zeros(0, bool)
+        return Column(col.type, col.data[sel], rows=new_row[col.rows[sel]].astype(np.int32), dictionary=col.dictionary)
+    return Column(col.type, col.data[rows], dictionary=col.dictionary)
