@@ -13,6 +13,7 @@ COMMANDS = {
     "serve": ("service.cli", "run the composed image retrieval HTTP service"),
     "search": ("cir_cli.search", "run one query against a published index (no server), with metadata filters"),
     "eval": ("evaluation.cli", "evaluate on CIRR, CIRCO, FashionIQ or the shapes world"),
+    "feedback": ("cir_cli.feedback", "export a server's search feedback log as training triplets"),
     "demo": ("cir_cli.demo", "one-command offline demo: world, TAT, index, server"),
 }
 

@@ -19,7 +19,7 @@ from cir.runtimes import DEFAULT_RUNTIME
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.paging import MAX_WINDOW
-from service import display, schemas
+from service import display, feedback, schemas
 from service.auth import require_admin_key, require_read_key
 from service.faults import public_manifest, public_path, public_text
 from service.search_input import read_query, request_body_schema
@@ -84,6 +84,7 @@ async def search_in(request: Request, manager: IndexManager, image_base: str = "
         template = request.app.state.settings.image_url_template
         for hit in body["results"]:
             hit["image_url"] = template.replace("{id}", quote(hit["id"], safe=""))
+    body["query_id"] = await feedback.record_search(request, query, result, manager.name)
     try:
         content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
     except UnicodeEncodeError:  # a lone surrogate in stored metadata: escaped, still valid JSON

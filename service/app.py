@@ -24,7 +24,7 @@ from cir.images import DEFAULT_MAX_PIXELS, DecodeBudget
 from cir.search import engine as eng
 from cir.search import query as q
 from cir.search.batching import OverloadedError
-from service import api, browse, collections, compaction, items
+from service import api, browse, collections, compaction, feedback, items
 from service.auth import access_summary
 from service.faults import InternalErrorMiddleware, known_paths
 from service.galleries import make_managers
@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(collections.router)
     items.install(app)
     app.include_router(compaction.router)
+    app.include_router(feedback.router)
     install_openapi(app)
     app.mount("/static", StaticFiles(directory=api.STATIC_DIR), name="static")
     _install_error_handlers(app)

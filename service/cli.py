@@ -78,6 +78,10 @@ OPTIONS = [
     ("--status-file", "status_file", str,
      "a JSON file {\"message\": ...} that a background job (the demo's TAT run) keeps up to date: shown by /info "
      "and the page"),
+    ("--feedback-dir", "feedback_dir", str,
+     "log searches and POST /feedback clicks here for `cir feedback export` (default: feedback off)"),
+    ("--feedback-keep-uploads", "feedback_keep_uploads", bool,
+     "keep uploaded query images in the feedback log (default: only their SHA-256)"),
     ("--log-level", "log_level", str, "debug, info, warning or error (default info)"),
     ("--writes", "writes", str, "live writes (PUT/PATCH/DELETE /items): auto (unless another server of the root "
                                 "takes them: then read-only), on (else refuse to start) or off (default auto)"),

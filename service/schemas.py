@@ -47,6 +47,8 @@ class SearchResponse(BaseModel):
     offset: int = Field(0, description="where this page starts: results[0] has rank offset + 1")
     next_offset: int | None = Field(None, description="the offset of the next page; null on the last page")
     timings_ms: Timings
+    query_id: str | None = Field(None, description="send it with POST /feedback; null when the server collects "
+                                                   "no feedback")
 
 
 class FieldInfo(BaseModel):

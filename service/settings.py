@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     compact_pending: int = Field(10_000, ge=0, description="compact when this many live changes are pending (0: never)")
     compact_age_s: float = Field(3600.0, ge=0, description="compact when the oldest pending change is this old (0: never)")
     compact_check_s: float = Field(5.0, gt=0, description="how often the compaction thresholds are checked")
+    feedback_dir: Path | None = Field(None, description="log searches and POST /feedback here (docs/supervised.md); "
+                                                        "unset: feedback is off")
+    feedback_keep_uploads: bool = Field(False, description="keep uploaded query images in the feedback log "
+                                                           "(else only their SHA-256)")
+    feedback_max_mb: float = Field(1024.0, gt=0, description="most MiB the feedback log keeps (oldest files go)")
+    feedback_max_age_days: float = Field(90.0, gt=0, description="days a feedback log file is kept")
 
     @field_validator("default_fusion")
     @classmethod

@@ -13,7 +13,8 @@ import sys
 HEAVY = ("torch", "transformers", "faiss", "fastapi", "peft", "uvicorn", "matplotlib")
 COMMANDS = [["train", "--help"], ["train", "--lr", "fast"], ["index", "--help"], ["index", "build", "--help"],
             ["index", "apply", "--help"], ["index", "compact", "--help"],
-            ["serve", "--help"], ["eval", "--help"], ["demo", "--help"], ["toyworld", "--help"]]
+            ["serve", "--help"], ["eval", "--help"], ["demo", "--help"], ["toyworld", "--help"],
+            ["feedback", "--help"], ["feedback", "export", "--help"], ["train", "--triplets", "x.json"]]
 
 PROBE = f"""
 import contextlib, io, json, sys

@@ -8,6 +8,7 @@ import signal
 import sys
 
 # Light imports only: the parser is built, and --help answered, before torch loads (see main).
+from cir.defaults import DEFAULT_ALPHA
 from cir.families import default_targets_help
 from training.config import POSITIVES, TrainConfig
 
@@ -29,6 +30,12 @@ before/after and, with --eval-cir, Slerp Recall@K before/after); checkpoints/; r
 Before the model loads, a sample of the images is decoded: the run stops when none loads and
 warns when more than 10% fail; `cir train --check --data PATH` decodes every row and reports.
 
+--triplets FILE trains a supervised CIR model instead (docs/supervised.md): LoRA on the image tower
+(text tower frozen unless --text-lora), the Slerp of reference and text contrasted with the target
+images, in-batch negatives and optional --hard-negatives from an index; --init-adapter starts from a
+TAT run. The output is an adapter like any other. The JSONL form is one object per line:
+{"reference": "a.jpg" or ["a.jpg", "b.jpg"] or gallery ids, "text": "make it red", "target": "c.jpg"}.
+
 Exit status: 0 done, 2 bad input, 130/143 stopped by SIGINT/SIGTERM after a checkpoint
 (run again with --resume to continue). Under torchrun the global batch is split across ranks."""
 
@@ -38,6 +45,9 @@ examples:
   cir train --check --data /tmp/world/captions.jsonl     # do the images resolve and decode?
   cir train --model toy --data /tmp/world/captions.jsonl --out /tmp/tat --lr 1e-3 \\
       --eval-cir /tmp/eval/cirr --eval-alpha 0.5,0.7    # small sets: lr 1e-3 (docs/tat.md)
+  cir toyworld --out /tmp/world --seed 1 --train-triplets 1000   # + cirr/captions/cap.rc2.train.json
+  cir train --model toy --triplets /tmp/world/cirr/captions/cap.rc2.train.json --init-adapter /tmp/tat \\
+      --out /tmp/sup --lr 1e-3 --max-steps 200 --batch-size 64 --eval-cir /tmp/eval/cirr
   torchrun --nproc-per-node 8 -m training --model openai/clip-vit-large-patch14 \\
       --data /data/laion-2m/ --out runs/tat-l14 --batch-size 1024 --resume"""
 
@@ -76,8 +86,11 @@ def _add_io(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--model", metavar="NAME_OR_PATH",
                     help="base model: 'toy', a local model folder or a hub id (CLIP, SigLIP, SigLIP 2 or BLIP); required")
-    io.add_argument("--data", required=True, metavar="PATH",
-                    help="JSONL/CSV/TSV of image,caption or a WebDataset folder")
+    io.add_argument("--data", metavar="PATH", help="TAT: JSONL/CSV/TSV of image,caption or a WebDataset folder")
+    io.add_argument("--triplets", metavar="FILE",
+                    help="supervised CIR instead of TAT: CIRR captions (cap.rc2.train.json), FashionIQ captions "
+                         "(cap.<category>.train.json; a captions/ folder: all its cap.*.train.json) or a JSONL of "
+                         "{reference, text, target} (see below)")
     io.add_argument("--out", metavar="DIR", help="output folder (must be empty, or this run with --resume); required")
     io.add_argument("--check", action="store_true",
                     help="only check the data: count rows whose image resolves and decodes, list why the others "
@@ -159,11 +172,31 @@ def _add_running(p: argparse.ArgumentParser) -> None:
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
+def _add_supervised(p: argparse.ArgumentParser) -> None:
+    sup = p.add_argument_group("supervised CIR (--triplets; docs/supervised.md)")
+    sup.add_argument("--init-adapter", metavar="DIR",
+                     help="start from this adapter's LoRA weights (a TAT run's OUT); its rank, alpha and targets "
+                          "replace --lora-*")
+    sup.add_argument("--alpha", type=float, default=D.alpha, metavar="A",
+                     help="Slerp text weight of the composed queries (default: the --hard-negatives or --gallery "
+                          f"index's default alpha, else {DEFAULT_ALPHA})")
+    sup.add_argument("--text-lora", action="store_true",
+                     help="LoRA on the text tower too (an ablation: by default the text tower stays frozen)")
+    sup.add_argument("--hard-negatives", metavar="INDEX_ROOT",
+                     help="mine hard negatives once, at the start, from this index: the top results of each "
+                          "triplet's query that are neither its target nor a reference")
+    sup.add_argument("--hard-negatives-per-query", type=int, default=D.hard_negatives_per_query, metavar="N",
+                     help="hard negatives per triplet (default %(default)s)")
+    sup.add_argument("--gallery", metavar="INDEX_ROOT",
+                     help="index whose item ids the JSONL's references and targets may name (as `cir feedback "
+                          "export` writes them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `cir train`."""
     p = argparse.ArgumentParser(prog="cir train", description=DESCRIPTION, epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    for add in (_add_io, _add_optimisation, _add_lora_and_eval, _add_running):
+    for add in (_add_io, _add_optimisation, _add_lora_and_eval, _add_supervised, _add_running):
         add(p)
     return p
 
@@ -171,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Build the validated TrainConfig from parsed arguments."""
     return TrainConfig(
-        model=args.model, data=args.data, out=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        model=args.model, data=args.triplets or args.data, out=args.out, batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, epochs=args.epochs,
         max_steps=args.max_steps, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lora_targets=args.lora_targets, temperature=args.temperature,
@@ -180,15 +214,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_cir=args.eval_cir,
         eval_alpha=args.eval_alpha, eval_split=args.eval_split, eval_batch_size=args.eval_batch_size,
         device=args.device, dtype=args.dtype, workers=args.workers, threads=args.threads, log_every=args.log_every,
-        progress=not args.no_progress)
+        progress=not args.no_progress, objective="triplets" if args.triplets else "tat", alpha=args.alpha,
+        init_adapter=args.init_adapter, text_lora=args.text_lora, hard_negatives=args.hard_negatives,
+        hard_negatives_per_query=args.hard_negatives_per_query, gallery=args.gallery)
 
 
 def _check(args: argparse.Namespace) -> int:
     # Heavy (torch via the DataLoader): imported only once the arguments are known to be good.
     from training.check import check_rows  # noqa: PLC0415
-    from training.data import open_pairs  # noqa: PLC0415
+    from training.job import open_data  # noqa: PLC0415
 
-    source = open_pairs(args.data, args.image_key, args.caption_key)
+    source = open_data(args.triplets or args.data, "triplets" if args.triplets else "tat", args.gallery,
+                       args.image_key, args.caption_key)
     result = check_rows(source, range(len(source)), args.workers, progress=not args.no_progress)
     print(f"cir train --check: {source.path}")
     for line in result.lines():
@@ -232,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         missing = [] if args.check else [f"--{n}" for n in ("model", "out") if not getattr(args, n)]
+        if bool(args.data) == bool(args.triplets):
+            parser.error("give --data (TAT on image-caption pairs) or --triplets (supervised CIR), not both"
+                         if args.data else "the following arguments are required: --data or --triplets")
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
     except SystemExit as exc:  # --help, or a usage error already explained on stderr

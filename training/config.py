@@ -12,6 +12,11 @@ from cir.defaults import DEFAULT_ALPHA
 
 PAPER_TEMPERATURE = 0.07
 POSITIVES = ("auto", "pairs", "captions", "mentions")
+OBJECTIVES = ("tat", "triplets")
+# Fields added with supervised training: left out of a run's identity while at their default, so
+# TAT runs started before they existed still resume.
+LATER_FIELDS = {"objective": "tat", "alpha": None, "init_adapter": None, "text_lora": False,
+                "hard_negatives": None, "hard_negatives_per_query": 1, "gallery": None}
 # Fields that change how a run is carried out but not what it computes: a run may be resumed
 # with different values of these.
 RUNTIME_FIELDS = frozenset({
@@ -58,6 +63,13 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 10
     progress: bool = True
+    objective: str = "tat"  # "triplets": `data` is a triplet file (training/triplets.py)
+    alpha: float | None = None  # triplets: Slerp text weight (None: the index's, else DEFAULT_ALPHA)
+    init_adapter: str | None = None  # start from this (TAT) adapter's LoRA weights
+    text_lora: bool = False  # triplets: LoRA on the text tower too (the ablation)
+    hard_negatives: str | None = None  # triplets: index root to mine hard negatives from
+    hard_negatives_per_query: int = 1
+    gallery: str | None = None  # triplets: index root whose ids JSONL references may name
 
     def __post_init__(self):
         for name in ("model", "data", "out", "image_key", "caption_key"):
@@ -90,6 +102,15 @@ class TrainConfig:
                              f"got {self.temperature}")
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.alpha is not None and not (0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        _positive("hard_negatives_per_query", self.hard_negatives_per_query)
+        triplet_only = self.text_lora or self.hard_negatives or self.gallery or self.alpha is not None
+        if self.objective == "tat" and triplet_only:
+            raise ValueError("text LoRA, hard negatives, a gallery and alpha are options of triplet training "
+                             "(--triplets); TAT keeps the text tower frozen")
         if not self.eval_alpha or any(not (0.0 <= a <= 1.0) for a in self.eval_alpha):
             raise ValueError(f"eval_alpha values must lie in [0, 1], got {self.eval_alpha}")
 
@@ -104,7 +125,8 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The fields that define what a run computes: two runs with equal identity are the same run."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     def replace(self, **changes) -> "TrainConfig":
         """A validated copy with some fields changed."""

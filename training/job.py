@@ -22,6 +22,8 @@ from training.loss import resolve_positives
 from training.report import compare, measure
 from training.runtime import RunState, default_warmup
 from training.save import save_outputs
+from training.supervised import gallery_view, triplet_recall
+from training.triplets import open_triplets
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,13 @@ class Job:
     model: object = None
     optimizer: object = None
     scheduler: object = None
+    alpha: float | None = None  # triplets: the Slerp text weight of the composed queries
+    negatives: dict | None = None  # triplets: mined hard negatives per training triplet
+
+    @property
+    def triplets(self) -> bool:
+        """Supervised CIR on triplets (else TAT on image-caption pairs)."""
+        return self.cfg.objective == "triplets"
 
 
 def _model_scale(encoder: Encoder, name: str) -> float:
@@ -57,11 +66,11 @@ def _model_scale(encoder: Encoder, name: str) -> float:
 
 def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     """Load the base model, index the data, split it and size the schedule."""
-    source = open_pairs(cfg.data, cfg.image_key, cfg.caption_key)  # bad data fails before a slow model load
+    source = open_data(cfg.data, cfg.objective, cfg.gallery, cfg.image_key, cfg.caption_key)  # fails before a slow load
     preflight(source)
     with loading_bars(cfg.progress):  # --no-progress: no "Loading weights" bar either
         encoder = load_encoder(cfg.model, device=device, dtype=cfg.dtype)
-    mode = resolve_positives(cfg.positives, source.structured)
+    mode = "targets" if cfg.objective == "triplets" else resolve_positives(cfg.positives, source.structured)
     if mode == "mentions" and not source.structured:
         raise ValueError("--positives mentions needs data rows with `mentions` and `attributes` (a shapes world)")
     holdout = auto_holdout(len(source)) if cfg.holdout is None else cfg.holdout
@@ -72,7 +81,18 @@ def build_job(cfg: TrainConfig, info: D.DistInfo, device: str) -> Job:
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(steps)
     scale = _model_scale(encoder, cfg.model) if cfg.temperature is None else cfg.logit_scale
     return Job(cfg, info, Path(cfg.out).expanduser(), encoder, source, plan, mode, scale, steps, micro_end,
-               min(warmup, steps))
+               min(warmup, steps), alpha=cfg.alpha)
+
+
+def open_data(data: str, objective: str = "tat", gallery: str | None = None, image_key: str = "image",
+              caption_key: str = "caption") -> PairSource:
+    """A run's data: image-caption pairs (TAT) or triplets, whose gallery ids resolve through `gallery`."""
+    if objective != "triplets":
+        return open_pairs(data, image_key, caption_key)
+    if gallery is None:
+        return open_triplets(data)
+    with gallery_view(gallery, "--gallery") as view:
+        return open_triplets(data, view)
 
 
 def _data_info(job: Job) -> dict:
@@ -84,8 +104,14 @@ def _data_info(job: Job) -> dict:
 
 def _measure(job: Job, encoder: Encoder) -> dict:
     cfg = job.cfg
-    return measure(encoder, job.source, job.plan.holdout, cfg.eval_cir, cfg.eval_split, cfg.eval_alpha,
-                   cfg.eval_batch_size, cfg.workers)
+    if not job.triplets:
+        return measure(encoder, job.source, job.plan.holdout, cfg.eval_cir, cfg.eval_split, cfg.eval_alpha,
+                       cfg.eval_batch_size, cfg.workers)
+    section = measure(encoder, job.source, job.plan.holdout[:0], cfg.eval_cir, cfg.eval_split, cfg.eval_alpha,
+                      cfg.eval_batch_size, cfg.workers)
+    if len(job.plan.holdout):
+        section["triplets"] = triplet_recall(encoder, job.source, job.plan.holdout, job.alpha, cfg.eval_batch_size)
+    return section
 
 
 def start(job: Job, out_mode: str) -> dict:
@@ -102,6 +128,8 @@ def start(job: Job, out_mode: str) -> dict:
               "data": _data_info(job), "labels": job.mode, "logit_scale": round(job.scale, 4),
               "temperature": round(1.0 / job.scale, 5), "steps": job.steps, "warmup_steps": job.warmup,
               "world_size": job.info.world_size, "config": cfg.to_dict()}
+    if job.triplets:
+        report["alpha"] = job.alpha
     if job.info.main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.write_run(out, cfg, "running", base_fingerprint=job.encoder.base_fingerprint, data=report["data"])

@@ -24,9 +24,17 @@ from training import distributed as D
 from training.batches import PairBatches, make_loader
 from training.config import TrainConfig
 from training.job import REPORT_FILE, Job, build_job, finish, start
-from training.lora import add_lora, parameter_counts, set_lora_train_mode, trainable_parameters
+from training.lora import (
+    adapter_shape,
+    add_lora,
+    load_init_adapter,
+    parameter_counts,
+    set_lora_train_mode,
+    trainable_parameters,
+)
 from training.loss import contrastive_loss, positives_matrix
 from training.runtime import RunState, StopFlag, TrainLog, seed_everything, warmup_cosine
+from training.supervised import TripletBatches, hard_negatives, index_alpha, triplet_loss
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +114,10 @@ def _step(job: Job, state: RunState, loader, params: list) -> tuple[float, int]:
         batch = next(loader)
         state.count_batch(batch)
         images += len(batch["captions"])
-        loss = micro_loss(job.encoder, batch, job.mode, job.scale, info, job.plan.local_size)
+        if job.triplets:
+            loss = triplet_loss(job.encoder, batch, job.alpha, job.scale, info, job.plan.local_size, job.cfg.text_lora)
+        else:
+            loss = micro_loss(job.encoder, batch, job.mode, job.scale, info, job.plan.local_size)
         if loss is None:
             continue
         step_loss += loss.item() / len(micro)
@@ -123,11 +134,14 @@ def _run_steps(job: Job, state: RunState, stop: StopFlag, on_step=None) -> bool:
     """Train from state.step to job.steps; returns False when stopped early by a signal."""
     cfg, info = job.cfg, job.info
     params = list(trainable_parameters(job.model).values())
-    dataset = PairBatches(job.source, job.encoder.preprocess, job.plan.local_batch)
+    if job.triplets:
+        dataset = TripletBatches(job.source, job.encoder.preprocess, job.plan.local_batch, job.negatives)
+    else:
+        dataset = PairBatches(job.source, job.encoder.preprocess, job.plan.local_batch)
     loader = make_loader(dataset, range(state.step * cfg.grad_accum, job.micro_end), cfg.workers,
                          pin_memory=job.encoder.device.type == "cuda")
     train_log = TrainLog(job.out, cfg.log_every, info.main)
-    bar = tqdm(total=job.steps, initial=state.step, desc="tat", unit="step",
+    bar = tqdm(total=job.steps, initial=state.step, desc="cir" if job.triplets else "tat", unit="step",
                disable=not (cfg.progress and info.main), dynamic_ncols=True)
     set_lora_train_mode(job.model)
     while state.step < job.steps:
@@ -156,7 +170,12 @@ def _prepare_model(job: Job, saved: dict | None) -> RunState:
     """Wrap the image tower with LoRA, build AdamW and the schedule, restore a checkpoint if any."""
     cfg, info = job.cfg, job.info
     seed_everything(cfg.seed)  # identical LoRA initialisation on every rank and on resume
-    job.model = add_lora(job.encoder.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    text_targets = (model_family(cfg.model).lora_targets if cfg.init_adapter else cfg.lora_targets) \
+        if cfg.text_lora else None
+    job.model = add_lora(job.encoder.model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                         text_targets)
+    if cfg.init_adapter and not saved:
+        load_init_adapter(job.model, cfg.init_adapter, job.encoder.base_fingerprint)
     params = list(trainable_parameters(job.model).values())
     job.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     job.scheduler = torch.optim.lr_scheduler.LambdaLR(job.optimizer, lambda s: warmup_cosine(s, job.warmup, job.steps))
@@ -164,12 +183,27 @@ def _prepare_model(job: Job, saved: dict | None) -> RunState:
     return _restore(job, saved) if saved else RunState()
 
 
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill in what depends on other files, before the run's identity is written or compared.
+
+    LoRA targets default to the model family's; --init-adapter fixes rank, alpha and targets to the
+    adapter's; a triplet run's alpha defaults to the index's (--hard-negatives, else --gallery).
+    """
+    if cfg.init_adapter:
+        cfg = cfg.replace(**adapter_shape(cfg.init_adapter))
+    if cfg.lora_targets is None:
+        cfg = cfg.replace(lora_targets=model_family(cfg.model).lora_targets)
+    if cfg.objective == "triplets" and cfg.alpha is None:
+        option = "--hard-negatives" if cfg.hard_negatives else "--gallery"
+        cfg = cfg.replace(alpha=index_alpha(cfg.hard_negatives or cfg.gallery, option))
+    return cfg
+
+
 def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     """Run (or resume) a TAT job; returns how it ended. Raises ValueError/ModelLoadError on bad input."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.lora_targets is None:  # resolved before the run's identity is written or compared
-        cfg = cfg.replace(lora_targets=model_family(cfg.model).lora_targets)
+    cfg = resolve_config(cfg)
     device = str(resolve_device(cfg.device))
     info = D.init_distributed(torch.device(device).type)
     try:
@@ -182,9 +216,17 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                                json.loads((out / REPORT_FILE).read_text()))
         seed_everything(cfg.seed)
         job = build_job(cfg, info, D.device_for(info, device))
-        report = start(job, out_mode)
-        saved = ckpt.load_latest(job.out) if out_mode == "resume" else None
-        state = _prepare_model(job, saved)
+        if job.triplets:  # 'before' is the starting point: the base model or the --init-adapter
+            saved = ckpt.load_latest(job.out) if out_mode == "resume" else None
+            state = _prepare_model(job, saved)
+            job.model.eval()
+            report = start(job, out_mode)
+            if cfg.hard_negatives:
+                job.negatives = hard_negatives(job, cfg.hard_negatives, cfg.hard_negatives_per_query)
+        else:
+            report = start(job, out_mode)
+            saved = ckpt.load_latest(job.out) if out_mode == "resume" else None
+            state = _prepare_model(job, saved)
         report["parameters"] = parameter_counts(job.model)
         if out_mode == "resume":
             TrainLog(job.out, cfg.log_every, info.main).truncate(state.step)

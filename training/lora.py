@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from pathlib import Path
 from typing import Sequence
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils import load_peft_weights
 
-from cir.families import in_tower, vision_prefixes
+from cir.families import in_tower, text_prefixes, vision_prefixes
+from cir.models import check_adapter_base, read_adapter_meta
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +28,10 @@ def _matches(name: str, target: str) -> bool:
     return re.fullmatch(target, name) is not None
 
 
-def select_targets(model: torch.nn.Module, targets: Sequence[str]) -> list[str]:
-    """Full names of the image-tower modules that the target names or regexes select."""
-    prefixes = vision_prefixes(model)
+def select_targets(model: torch.nn.Module, targets: Sequence[str], prefixes=None) -> list[str]:
+    """Full names of the image-tower (or `prefixes`' tower) modules that the target names or regexes select."""
+    tower = "image-tower" if prefixes is None else "text-tower"
+    prefixes = vision_prefixes(model) if prefixes is None else prefixes
     modules = dict(model.named_modules())
     chosen = []
     for name, module in modules.items():
@@ -38,7 +43,7 @@ def select_targets(model: torch.nn.Module, targets: Sequence[str]) -> list[str]:
         if any(_matches(name, t) for t in targets):
             chosen.append(name)
     if not chosen:
-        raise ValueError(f"no image-tower module matches the LoRA targets {', '.join(targets)}")
+        raise ValueError(f"no {tower} module matches the LoRA targets {', '.join(targets)}")
     return chosen
 
 
@@ -59,25 +64,29 @@ def target_regex(names: Sequence[str], all_names: Sequence[str]) -> str:
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float,
-             targets: Sequence[str]) -> PeftModel:
-    """Wrap the model with LoRA on the selected image-tower modules; every other weight is frozen."""
+             targets: Sequence[str], text_targets: Sequence[str] | None = None) -> PeftModel:
+    """Wrap the model with LoRA on the selected image-tower (and text-tower) modules; every other weight is frozen."""
     names = select_targets(model, targets)
+    if text_targets:  # supervised CIR's text-LoRA ablation; TAT never passes them
+        names += select_targets(model, text_targets, text_prefixes(model))
     regex = target_regex(names, [n for n, _ in model.named_modules()])
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=regex, bias="none")
     peft_model = get_peft_model(model, config)
-    check_trainable(peft_model)
-    log.info("LoRA on %d image-tower modules (%s)", len(names), regex)
+    check_trainable(peft_model, text=bool(text_targets))
+    log.info("LoRA on %d %s modules (%s)", len(names), "image- and text-tower" if text_targets else "image-tower",
+             regex)
     return peft_model
 
 
-def check_trainable(model: torch.nn.Module) -> None:
-    """Raise unless the only trainable parameters are LoRA weights inside the image tower."""
+def check_trainable(model: torch.nn.Module, text: bool = False) -> None:
+    """Raise unless the only trainable parameters are LoRA weights in the image tower (with text: either tower)."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    prefixes = vision_prefixes(base)
+    prefixes = vision_prefixes(base) + (text_prefixes(base) if text else ())
     trainable = [n for n, p in base.named_parameters() if p.requires_grad]
     wrong = [n for n in trainable if "lora_" not in n or not in_tower(n, prefixes)]
     if wrong or not trainable:
-        raise RuntimeError(f"only image-tower LoRA weights may train; found {wrong[:5] or 'none trainable'}")
+        tower = "image- or text-tower" if text else "image-tower"
+        raise RuntimeError(f"only {tower} LoRA weights may train; found {wrong[:5] or 'none trainable'}")
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -98,3 +107,34 @@ def set_lora_train_mode(model: torch.nn.Module) -> None:
     for name, module in model.named_modules():
         if name.endswith("lora_dropout") or ".lora_dropout." in name:
             module.train()
+
+
+def load_init_adapter(model: PeftModel, adapter: str | Path, base_fingerprint: str) -> int:
+    """Copy a saved adapter's LoRA weights (e.g. a TAT run's) into the freshly wrapped model; returns the tensors set.
+
+    The adapter must have been trained on this base model and cover every image-tower LoRA module
+    of the new wrap; text-tower modules it lacks (--text-lora from a TAT adapter) start at zero.
+    """
+    check_adapter_base(read_adapter_meta(adapter), base_fingerprint, adapter)
+    weights = load_peft_weights(str(adapter), device="cpu")
+    result = set_peft_model_state_dict(model, weights)
+    if result.unexpected_keys:
+        raise ValueError(f"--init-adapter {adapter} holds weights this LoRA wrap lacks "
+                         f"({', '.join(result.unexpected_keys[:3])}); give the same --lora-targets and rank")
+    prefixes = vision_prefixes(model.get_base_model())
+    missing = [k for k in result.missing_keys
+               if "lora_" in k and in_tower(k.removeprefix("base_model.model."), prefixes)]
+    if missing:
+        raise ValueError(f"--init-adapter {adapter} lacks image-tower LoRA weights ({', '.join(missing[:3])})")
+    return len(weights)
+
+
+def adapter_shape(adapter: str | Path) -> dict:
+    """rank, alpha and target regex of a saved PEFT LoRA adapter (its adapter_config.json)."""
+    path = Path(adapter).expanduser() / "adapter_config.json"
+    if not path.is_file():
+        raise ValueError(f"--init-adapter {adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    config = json.loads(path.read_text())
+    targets = config.get("target_modules")
+    return {"lora_rank": int(config["r"]), "lora_alpha": float(config["lora_alpha"]),
+            "lora_targets": (targets,) if isinstance(targets, str) else tuple(targets)}

@@ -81,7 +81,7 @@ def _delta(before, after):
 
 def compare(before: dict, after: dict) -> dict:
     """after - before for every shared metric in the gap and recall sections."""
-    out = {k: _delta(before[k], after[k]) for k in ("gap", "cir") if k in before and k in after}
+    out = {k: _delta(before[k], after[k]) for k in ("gap", "cir", "triplets") if k in before and k in after}
     for key in ("pairs", "skipped_images"):
         out.get("gap", {}).pop(key, None)
     return out
@@ -95,6 +95,11 @@ def summary_lines(report: dict) -> list[str]:
         b, a = before["gap"], after["gap"]
         lines.append(f"paired cosine {b['paired_cosine']:.4f} -> {a['paired_cosine']:.4f}, centroid distance "
                      f"{b['centroid_distance']:.4f} -> {a['centroid_distance']:.4f} ({b['pairs']} held-out pairs)")
+    if after.get("triplets", {}).get("triplets"):
+        b, a = before.get("triplets", {}), after["triplets"]
+        lines.append(f"held-out triplets (Slerp at {a['alpha']}, {a['triplets']} queries, {a['candidates']} targets): "
+                     f"R@1 {b.get('R@1', float('nan')):.2f} -> {a['R@1']:.2f}, "
+                     f"R@10 {b.get('R@10', float('nan')):.2f} -> {a['R@10']:.2f}")
     for group, results in after.get("cir", {}).items():
         for name, metrics in results.items():
             old = before.get("cir", {}).get(group, {}).get(name, {})

@@ -15,6 +15,11 @@ from cir.pixels import pixels_len
 from training.batches import Chunks, PairBatches
 
 PROBE_IMAGES = 16
+METHODS = {("tat", False): "TAT (arXiv 2405.00571): LoRA on the image tower, text tower frozen",
+           ("triplets", False): "supervised CIR on triplets: LoRA on the image tower, text tower frozen, "
+                                "Slerp queries contrasted with targets",
+           ("triplets", True): "supervised CIR on triplets: LoRA on the image and text towers, "
+                               "Slerp queries contrasted with targets"}
 _SKIP = {"README.md"}  # peft's generated model card says nothing about this run
 
 
@@ -31,7 +36,8 @@ def _move_files(src: Path, dst: Path) -> list[str]:
 def adapter_meta(job, steps: int) -> dict:
     """What load_encoder checks (base model and fingerprint) and how the adapter was made."""
     return {"base_model": job.cfg.model, "base_fingerprint": job.encoder.base_fingerprint,
-            "method": "TAT (arXiv 2405.00571): LoRA on the image tower, text tower frozen",
+            "method": METHODS[(job.cfg.objective, job.cfg.text_lora)],
+            **({"init_adapter": job.cfg.init_adapter, "alpha": job.alpha} if job.triplets else {}),
             "steps": steps, "data": str(job.source.path), "labels": job.mode,
             "logit_scale": job.scale, "config": job.cfg.to_dict(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

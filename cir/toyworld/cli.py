@@ -20,6 +20,9 @@ Write a procedurally rendered shapes world to DIR:
   DIR/queries.jsonl                             per-query attributes, changed attributes, held-out flag
   DIR/gallery.jsonl                             per-render ids, file names and attributes
   DIR/world.json                                world configuration and the held-out combinations
+  DIR/cirr/captions/cap.rc2.train.json + image_splits/split.rc2.train.json + train/<n>/*.png
+                                                with --train-triplets N: supervised triplets in CIRR's train
+                                                layout, seen combinations only (for `cir train --triplets`)
 The same arguments always give the same files."""
 
 
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=1000, metavar="N", help="composed queries (default 1000)")
     p.add_argument("--captions", type=int, default=10000, metavar="N",
                    help="training image-caption pairs, disjoint from the gallery (default 10000)")
+    p.add_argument("--train-triplets", type=int, default=0, metavar="N",
+                   help="also write a CIRR-layout train split of N triplets whose references and targets are all "
+                        "seen combinations, rendered afresh (default 0: none)")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, metavar="PX",
                    help=f"image side in pixels (default {DEFAULT_IMAGE_SIZE}, what the built-in toy model reads)")
     p.add_argument("--style", choices=STYLES, default=DEFAULT_STYLE,
@@ -57,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = generate_world(args.out, seed=args.seed, gallery_size=args.gallery_size, n_queries=args.queries,
                               n_captions=args.captions, image_size=args.image_size, progress=not args.quiet,
-                              style=args.style)
+                              style=args.style, n_train_triplets=args.train_triplets)
     except (ValueError, OSError) as exc:
         print(f"cir toyworld: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({args.style}): {info['gallery_size']} gallery renders ({info['n_cirr_images']} in the CIRR split), "
           f"{info['n_queries']} queries ({info['n_heldout_queries']} with held-out targets), "
-          f"{info['n_captions']} training captions in {time.perf_counter() - start:.1f} s")
+          f"{info['n_captions']} training captions"
+          + (f", {args.train_triplets} train triplets" if args.train_triplets else "")
+          + f" in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -29,6 +29,7 @@ from cir.toyworld.render import render
 from cir.toyworld.spec import (DEFAULT_IMAGE_SIZE, Attrs, all_combinations, is_heldout, iter_neighbours,
                                seen_combinations, spec_dict)
 from cir.toyworld.styles import DEFAULT_STYLE, check_style, style_info
+from cir.toyworld.train_split import write_train_split
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,11 @@ def write_captions(root: Path, seed: int, n_captions: int, image_size: int, prog
     layouts.write_jsonl(root / "captions.jsonl", rows)
 
 
-def _check_args(seed: int, gallery_size: int, n_queries: int, n_captions: int, image_size: int, style: str) -> None:
+def _check_args(seed: int, gallery_size: int, n_queries: int, n_captions: int, image_size: int, style: str,
+                n_train_triplets: int = 0) -> None:
     check_style(style)
+    if n_train_triplets < 0:
+        raise ValueError(f"the number of train triplets must be >= 0, got {n_train_triplets}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if gallery_size < 8:
@@ -142,13 +146,14 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_queries: int = 1000,
                    n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, progress: bool = False,
-                   style: str = DEFAULT_STYLE) -> dict:
+                   style: str = DEFAULT_STYLE, n_train_triplets: int = 0) -> dict:
     """Write a complete shapes world to `out` and return its world.json contents.
 
     `style` changes the renders' backgrounds only (cir.toyworld.styles): the same seed gives the
-    same objects, captions and queries in every style.
+    same objects, captions and queries in every style. `n_train_triplets` adds a CIRR-layout train
+    split of supervised triplets from seen combinations only (cir.toyworld.train_split).
     """
-    _check_args(seed, gallery_size, n_queries, n_captions, image_size, style)
+    _check_args(seed, gallery_size, n_queries, n_captions, image_size, style, n_train_triplets)
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -164,6 +169,7 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
         layouts.write_jsonl(tmp / "gallery.jsonl", [layouts.gallery_record(g) for g in gallery])
         layouts.write_jsonl(tmp / layouts.CIRCO_MANIFEST, [layouts.manifest_record(g) for g in gallery])
         write_captions(tmp, seed, n_captions, image_size, progress, style)
+        write_train_split(tmp, seed, n_train_triplets, image_size, _png, style, progress)
         info = {
             "version": WORLD_VERSION, "seed": seed, "image_size": image_size, "gallery_size": gallery_size,
             "n_queries": len(queries), "n_heldout_queries": sum(q.heldout for q in queries),
@@ -173,6 +179,8 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
             **spec_dict(),
             # absent means plain, as in worlds written before styles existed (kept byte-identical)
             **style_info(style),
+            # absent means none, as in worlds written before train splits existed
+            **({"n_train_triplets": n_train_triplets} if n_train_triplets else {}),
         }
         layouts.write_json(tmp / "world.json", info, indent=2)
         _swap_in(tmp, out)
@@ -185,7 +193,8 @@ def generate_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_q
 
 
 def holds_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_queries: int = 1000,
-                n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, style: str = DEFAULT_STYLE) -> bool:
+                n_captions: int = 10000, image_size: int = DEFAULT_IMAGE_SIZE, style: str = DEFAULT_STYLE,
+                n_train_triplets: int = 0) -> bool:
     """Does `out` already hold the world that `generate_world` writes for these arguments (per its world.json)?"""
     path = Path(out).expanduser() / "world.json"
     if not path.is_file():
@@ -194,4 +203,6 @@ def holds_world(out: str | Path, seed: int = 0, gallery_size: int = 3000, n_quer
     want = {"version": WORLD_VERSION, "seed": seed, "gallery_size": gallery_size, "n_queries": n_queries,
             "n_captions": n_captions, "image_size": image_size}
     styled = {k: v for k, v in info.items() if k in ("style", "textured")}
+    if info.get("n_train_triplets", 0) != n_train_triplets:
+        return False
     return all(info.get(k) == v for k, v in want.items()) and styled == json.loads(json.dumps(style_info(style)))
