@@ -23,9 +23,10 @@ help:
 	@echo "make gpu-suite - the GPU check suite, ~8 min on one GPU -> runs/gpu_suite/report.{json,md}"
 	@echo "make gpu-suite DRY=1 - the same suite on the CPU with tiny sizes (runs/gpu_suite_dry/)"
 
-# The installer: uv when it is on PATH (several times faster than pip, same packages; `pip install
-# uv` puts it there), else pip. INSTALLER=pip forces pip.
-INSTALLER ?= $(if $(shell command -v uv 2>/dev/null),uv,pip)
+# The installer: pip, or uv with INSTALLER=uv (several times faster; `pip install uv` puts it on
+# PATH). uv is opt-in because it resolves torch from its index, not from a local wheel, so
+# TORCH_SPEC may then need the CPU wheel index of your platform (a plain torch==X is a CUDA build).
+INSTALLER ?= pip
 ifeq ($(INSTALLER),uv)
 MAKE_VENV = uv venv -q --seed --python $(PYTHON) $(VENV)
 PIP_INSTALL = uv pip install -q --python $(BIN)/python
