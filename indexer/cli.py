@@ -367,14 +367,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _expected(exc: Exception) -> bool:
     """A failure the user can act on (one line on stderr), as opposed to a bug (a traceback)."""
-    if isinstance(exc, (ValueError, ImportError)):
-        return True
-    if isinstance(exc, (BuildError, StoreError)):
-        return True
-    # Raised only once a command imported the index store (faiss), so this import costs nothing.
-    from cir.errors import StoreError  # noqa: PLC0415
-
-    return isinstance(exc, StoreError)
+    return isinstance(exc, (ValueError, ImportError, BuildError, StoreError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,7 +164,7 @@ def test_onnx_index_build_and_serve_end_to_end(world_index, tmp_path):
                 httpx.Client(base_url=server.url, timeout=60) as client:
             info = client.get("/info").json()
             assert info["runtime"] == "onnx" and info["fingerprint"] == encoder.fingerprint
-            r = client.post("/search", data={"text": "make it blue", "k": "5", "alpha": "0.6"},
+            r = client.post("/search", data={"text": "make it blue", "k": "5", "alpha": "0.6", "keep_references": "true"},
                             files={"image": ("q.png", image, "image/png")})
             assert r.status_code == 200, r.text
             hits = r.json()["results"]
