@@ -51,7 +51,7 @@ def rerank_search(index, vectors: np.ndarray, queries: np.ndarray, k: int, reran
     return scores, rows
 
 
-def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best candidates: score descending, then row ascending (a deterministic order)."""
     if len(scores) > k:
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
@@ -74,7 +74,7 @@ def exact_search(embeddings: np.ndarray, rows: np.ndarray, query: np.ndarray, k:
     scores = np.empty(len(rows), np.float32)
     faiss.fvec_inner_products_by_idx(faiss.swig_ptr(scores), faiss.swig_ptr(q), faiss.swig_ptr(embeddings),
                                      faiss.swig_ptr(rows), q.shape[0], 1, len(rows))
-    return _best(scores, rows, k)
+    return top_k(scores, rows, k)
 
 
 def _params(index, factory: str, selector, k: int, selectivity: float):

@@ -9,7 +9,9 @@ runs against p99 at rest.
 
 from __future__ import annotations
 
-import threading
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,12 +122,14 @@ def serving_during_compaction(root: Path, view, qs: np.ndarray, rng, dim: int, p
     busy = store_.open()
     timed_searches(busy, qs[:20])
     rest, _ = timed_searches(busy, qs)
-    lat, done = [], threading.Event()
-    worker = threading.Thread(target=lambda: (compact(root, store_=store_), done.set()))
+    lat = []
     t0 = time.perf_counter()
-    worker.start()
-    while not done.is_set():
+    # as the server runs it (service.compaction): a child process at nice 10
+    child = subprocess.Popen([sys.executable, "-m", "cir.stores.compact", str(root)], stdout=subprocess.DEVNULL,
+                             preexec_fn=lambda: os.nice(10))
+    while child.poll() is None:
         lat += timed_searches(busy, qs[: 50])[0]
-    worker.join()
+    if child.returncode != 0:
+        raise RuntimeError(f"the compaction failed (exit status {child.returncode})")
     return {"compaction_1pct_s": round(time.perf_counter() - t0, 2), "changes_1pct": 2 * half, "items": n,
             "search_p99_ms_rest": round(p99(rest), 3), "search_p99_ms_during_compaction": round(p99(lat), 3)}

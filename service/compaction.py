@@ -5,22 +5,24 @@ server already holds it, this one serves reads only, follows that writer's log w
 reload interval and answers writes with 409 naming the writer; `on` refuses to start instead;
 `off` never writes). The writer compacts on its own when the pending changes pass
 CIR_COMPACT_PENDING or the oldest is CIR_COMPACT_AGE_S old, and on POST /admin/compact;
-compaction runs on a worker thread while every request is answered, then the new version is
+compaction runs in a child process (cir.stores.compact, at a lower priority) while every request
+is answered, then the new version is
 swapped in like any published version (service.swap).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import sys
 import time
-from dataclasses import asdict
 
 from fastapi import APIRouter, Depends, Request
 
-from cir.errors import StoreError, error_text
+from cir.errors import error_text
 from cir.stores import FaissRootStore
-from cir.stores.compact import compact
 from service.auth import require_admin_key
 from service.items import ERRORS, ItemError
 from service.swap import IndexLoadError, IndexManager
@@ -28,6 +30,24 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["admin"])
+CHILD_NICE = 10  # the compaction process yields the CPU to serving
+
+
+async def compact_in_child(root) -> dict:
+    """Run cir.stores.compact in a lower-priority child process: its Python work never holds this
+    process's GIL, so serving goes on at its pace; a failure is ItemError 503."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cir.stores.compact", str(root),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                preexec_fn=lambda: os.nice(CHILD_NICE))
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:  # the server stops: a compaction cut short publishes nothing
+        proc.kill()
+        raise
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise ItemError(503, "compaction_failed", lines[-1] if lines else f"exit status {proc.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 class Compactor:
@@ -61,14 +81,11 @@ class Compactor:
             raise ItemError(409, "compaction_running", "a compaction is running; try again when it ends")
         async with self.lock:
             log.info("compacting: %s", reason)
-            try:
-                result = await asyncio.to_thread(compact, self.store.root, store_=self.store)
-            except (StoreError, OSError) as exc:
-                raise ItemError(503, "compaction_failed", error_text(exc, with_type=False)) from None
-            if result.status == "compacted":
+            result = await compact_in_child(self.store.root)
+            if result["status"] == "compacted":
                 await self.manager.reload()
-            self.last = asdict(result)
-            return self.last
+            self.last = result
+            return result
 
     async def watch(self) -> None:
         """Check the thresholds every CIR_COMPACT_CHECK_S and compact when one passed."""

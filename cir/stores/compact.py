@@ -13,7 +13,9 @@ folded sequence number and apply on the new version (cir.stores.faiss_root).
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
@@ -21,12 +23,13 @@ import faiss
 import numpy as np
 
 from cir import index_store as store
+from cir.errors import StoreError, error_text
 from cir.columns import build_columns, describe
 from cir.index_factory import factory_kind
 from cir.stores.changelog import Record
 from cir.stores.faiss_root import FaissRootStore, lineage_of
 from cir.stores.overlay import write_deleted
-from cir.versioning import new_version_name, prune, root_lock, write_version
+from cir.versioning import new_version_name, prune, remove_stale_tmp, root_lock, write_version
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 3  # complete versions kept, as `cir index build --keep`
@@ -121,6 +124,7 @@ def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | No
     t0 = time.perf_counter()
     live = store_ or FaissRootStore(root)
     with root_lock(live.root):  # one build or compaction per root at a time
+        remove_stale_tmp(live.root)  # what a killed compaction or build left
         with live.write_lock():
             view = live.open()
         base = view.base
@@ -171,3 +175,23 @@ def _trim(live: FaissRootStore, lineage: tuple[str, ...], folded_seq: int) -> No
     if not keep or keep[-1].seq < top:  # the next write must not reuse a sequence number
         keep.append(Record(top, {"op": "mark"}))
     live.log.rewrite(keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cir.stores.compact ROOT [KEEP]`: compact in a process of its own (the server's way); one JSON line."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (1, 2):
+        print("usage: python -m cir.stores.compact ROOT [KEEP]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        result = compact(args[0], keep_versions=int(args[1]) if len(args) == 2 else DEFAULT_KEEP)
+    except (StoreError, OSError, ValueError) as exc:
+        print(f"compaction failed: {error_text(exc, with_type=False)}", file=sys.stderr)
+        return 2
+    print(json.dumps(vars(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
