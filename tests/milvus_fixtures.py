@@ -132,6 +132,18 @@ class MilvusServer:
         self.forwarder.target = self.server.listen_port
 
 
+ETCD_PEER_PORT = 2380  # fixed in the milvus wheel's embedded etcd
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """The running server; stopped at the end of the session."""
@@ -143,16 +155,22 @@ def milvus_server(tmp_path_factory):
         import pymilvus  # noqa: F401
     except ImportError as exc:
         unavailable(f"pymilvus is not installed ({exc}); pip install -e '.[dev]'")
+    if not _free(ETCD_PEER_PORT):
+        unavailable(f"port {ETCD_PEER_PORT} is taken: another Milvus wheel server runs on this host (its embedded "
+                    "etcd always takes that port, so one such server per host)")
     server = Server()
     # A kill -9 leaves the dead process's sessions in etcd; the restart waits for them to expire
     # (30 s by default). The fault tests restart twice: a short lease keeps them quick.
     server.config.set("common.session.ttl", 5)
     server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
-    try:
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - whatever stopped it is the reason to report
-        server.stop()
-        unavailable(f"the Milvus server did not start: {exc}")
+    for attempt in (1, 2):  # the wheel picks free ports, then binds them: another server may win the race
+        try:
+            server.start()
+            break
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it is the reason to report
+            server.stop()
+            if attempt == 2:
+                unavailable(f"the Milvus server did not start (twice): {exc}")
     forwarder = Forwarder(server.listen_port)
     try:
         yield MilvusServer(server, forwarder)

@@ -23,14 +23,14 @@ FILTERS = [None, {"colour": "blue"}, {"price": {"gte": 10, "lt": 50}}, {"added":
            {"brand": {"in": BRANDS[1:3]}}, {HOSTILE_FIELD: "yes"}, {"brand": {"ne": "acme"}, "price": {"gt": 20}}]
 
 
-def _build(url: str, manifest: Path, model: str, work: Path, *extra: str) -> dict:
-    args = ["build", "--gallery", str(manifest), "--model", model, "--store", url, "--out", str(work),
+def _build(url: str, manifest: Path, model: str, work: Path, *extra: str) -> list[str]:
+    """`cir index build` arguments into Milvus (FLAT: exact, comparable with the FAISS Flat root)."""
+    return ["build", "--gallery", str(manifest), "--model", model, "--store", url, "--out", str(work),
             "--workers", "0", "--no-progress", "--alpha", "0.75", "--milvus-index", "FLAT", "--json", *extra]
-    return args
 
 
 @pytest.fixture(scope="module")
-def milvus_rich(milvus_server, rich_index, tmp_path_factory, capsys_module=None):
+def milvus_rich(milvus_server, rich_index, tmp_path_factory):
     """The rich gallery built into Milvus with the indexer CLI: {'url', 'work', 'manifest'}."""
     url = milvus_server.url("rich")
     work = tmp_path_factory.mktemp("milvus_work")
