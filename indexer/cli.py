@@ -15,7 +15,9 @@ from cir.errors import StoreError
 from cir.runtimes import RUNTIMES
 from indexer.config import DEFAULT_ITEM_ALPHA, DEVICES, EXECUTORS, GPU_INDEX, BuildConfig
 from indexer.errors import BuildError
-from indexer.milvus_config import MILVUS_INDEXES, MilvusBuildConfig, default_work_root
+from indexer.live_cli import cmd_apply, cmd_compact, live_parsers
+from indexer.milvus_cli import milvus_config, milvus_info, report_milvus
+from indexer.milvus_config import MILVUS_INDEXES
 from indexer.skips import skip_report
 
 D = BuildConfig  # field defaults of the one config: the CLI never restates them
@@ -104,56 +106,6 @@ def _build_parser(sub) -> None:
                         "(default: refuse, and say to run `cir index compact ROOT` first)")
 
 
-def _live_parsers(sub) -> None:
-    p = sub.add_parser("apply", help="apply live changes (upserts, patches, deletes) from a JSONL file",
-                       description=APPLY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", type=Path, help="index root with a published version")
-    p.add_argument("changes", type=Path, help="JSONL file, one operation per line (see above)")
-    p.add_argument("--batch", type=int, default=1000, help="operations per locked, fsync'ed batch (default %(default)s)")
-    p.add_argument("--device", default=D.device, choices=DEVICES, help="encoder device for images (default %(default)s)")
-    p.add_argument("--max-file-mb", type=float, default=D.max_file_mb,
-                   help="larger image files are refused, never read (default %(default)s MiB)")
-    p.add_argument("--max-pixels", type=int, default=D.max_pixels,
-                   help="decompression-bomb guard: images with more pixels are refused (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the counts")
-    p = sub.add_parser("compact", help="fold the pending live changes into a new published version",
-                       description="Fold ROOT's pending live changes into a new version and publish it, embedding "
-                                   "nothing (vectors come from the published version and the log); a running "
-                                   "server swaps it in. Then trim the log of what was folded.")
-    p.add_argument("root", type=Path, help="index root")
-    p.add_argument("--keep", type=int, default=D.keep, help="complete versions to keep (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object with what was done")
-
-
-APPLY_HELP = """Apply live changes to ROOT without a server: the same operations as POST /items/bulk, one per line.
-
-  {"op": "upsert", "id": "sku-1", "image": "img/sku-1.jpg", "metadata": {"title": "red shoe", "price": 40}}
-  {"op": "patch", "id": "sku-2", "metadata": {"price": 35, "sale": null}}
-  {"op": "delete", "id": "sku-3"}
-
-An upsert inserts or replaces an item; its image (relative to the file's folder) is embedded with
-the published version's model and kept under ROOT/live/images. Without "image" it replaces the
-metadata of an existing item. A patch merges metadata (null removes a field), a delete removes.
-Each batch is fsync'ed to ROOT/live/changes.log under the root's write lock: a server on ROOT
-takes turns with this command and serves the changes within its reload interval. Refused lines
-are listed on stderr (exit 1); the others are applied. `cir index compact ROOT` folds them into
-a version."""
-
-
-def _milvus_config(args) -> MilvusBuildConfig | None:
-    """The Milvus half of the job (None for an index root); fills in --out."""
-    if not is_remote_store(args.store):
-        if args.out is None and args.store is None:
-            raise ValueError("give --out ROOT (an index root) or --store milvus://HOST:PORT/NAME")
-        if args.out is not None and args.store is not None and Path(args.store) != args.out:
-            raise ValueError("give either --out or an index-root --store, not both")
-        args.out = args.out or Path(args.store)
-        return None
-    args.out = args.out or default_work_root(args.store)
-    return MilvusBuildConfig(args.store, index_type=args.milvus_index, index_params=args.milvus_index_params,
-                             search_params=args.milvus_search_params, full=args.full)
-
-
 def _config(args) -> BuildConfig:
     return BuildConfig(
         gallery=args.gallery, model=args.model, out=args.out, adapter=args.adapter, factory=args.factory,
@@ -168,7 +120,7 @@ def _config(args) -> BuildConfig:
 
 def cmd_build(args) -> int:
     """Run a build and report it."""
-    mcfg = _milvus_config(args)
+    mcfg = milvus_config(args)
     cfg = _config(args)
     # Heavy (torch, transformers, faiss): imported only once the arguments are known to be good.
     import faiss  # noqa: PLC0415
@@ -184,7 +136,7 @@ def cmd_build(args) -> int:
 
         executor = ray_executor.embed_ray
     if mcfg is not None:
-        return _report_milvus(args, cfg, mcfg, executor)
+        return report_milvus(args, cfg, mcfg, executor)
     result = build(cfg, executor=executor)
     if result.skipped:
         _report_skips(cfg.out, result)
@@ -237,65 +189,12 @@ def cmd_publish(args) -> int:
     return 0
 
 
-def cmd_apply(args) -> int:
-    """Apply a JSONL file of live changes."""
-    if args.batch < 1:
-        raise ValueError("--batch must be >= 1")
-    if not args.changes.is_file():
-        raise ValueError(f"{args.changes} is not a file")
-    # Heavy (torch, faiss): imported only once the arguments are known to be good.
-    from indexer.apply import apply_changes  # noqa: PLC0415
-
-    report = apply_changes(args.root, args.changes, batch=args.batch, max_bytes=int(args.max_file_mb * 2**20),
-                           max_pixels=args.max_pixels, device=args.device)
-    for line, item_id, reason in report.refused:
-        print(f"cir index apply: {args.changes}:{line}: {item_id}: {reason}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"applied": report.applied, "refused": len(report.refused), "last_change": report.last_change}))
-    else:
-        print(f"applied {report.applied} changes (last change {report.last_change}), refused {len(report.refused)}")
-    return 1 if report.refused else 0
-
-
-def cmd_compact(args) -> int:
-    """Fold pending live changes into a new published version."""
-    if args.keep < 1:
-        raise ValueError("--keep must be >= 1 (the published version is always kept)")
-    from cir.stores.compact import compact  # noqa: PLC0415 - heavy (faiss), after parsing
-
-    result = compact(args.root, keep_versions=args.keep)
-    if args.json:
-        print(json.dumps(vars(result)))
-    elif result.status == "nothing_pending":
-        print(f"nothing to compact: {result.version} has no pending live changes")
-    else:
-        print(f"published {result.version}: {result.folded} changes folded into {result.previous} "
-              f"({result.count} items, {result.added} added, {result.removed} removed; index {result.index}) "
-              f"in {result.seconds:.1f}s")
-    return 0
-
-
-def _report_milvus(args, cfg: BuildConfig, mcfg: MilvusBuildConfig, executor) -> int:
-    from indexer.milvus_build import build_milvus  # noqa: PLC0415 - heavy (faiss, pymilvus), after parsing
-
-    result, synced = build_milvus(cfg, mcfg, executor=executor)
-    if args.json:
-        print(json.dumps({"status": synced.mode, "version": synced.version, "count": synced.count,
-                          "upserted": synced.upserted, "deleted": synced.deleted, "embedded": result.embedded,
-                          "reused": result.reused, "skipped": result.skipped, "local_version": result.version}))
-    else:
-        print(f"{mcfg.store}: {synced.mode} sync, serving {synced.version}: {synced.count} items "
-              f"({synced.upserted} written, {synced.deleted} deleted; {result.embedded} embedded, "
-              f"{result.reused} reused, {result.skipped} skipped; work root {cfg.out})")
-    return 0
-
-
 def cmd_info(args) -> int:
     """Print the manifest of a version (default CURRENT) and the versions present."""
     from cir import index_store as store  # noqa: PLC0415 - heavy (faiss), after parsing
 
     if is_remote_store(args.root):
-        return _milvus_info(args)
+        return milvus_info(args)
     root = store.IndexRoot(args.root)
     version = args.version or root.current_version()
     if version is None:
@@ -322,37 +221,13 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _milvus_info(args) -> int:
-    from cir.stores import open_store  # noqa: PLC0415 - heavy (pymilvus), after parsing
-
-    target = open_store(args.root)
-    try:
-        version = args.version or target.current_version()
-        if version is None:
-            raise StoreError(f"{args.root} has no published version")
-        view = target.open(version)
-        info = {"store": str(args.root), "current": target.current_version(), "versions": target.versions(),
-                "manifest": view.manifest}
-    finally:
-        target.close()
-    if args.json:
-        print(json.dumps(info))
-    else:
-        m = info["manifest"]
-        print(f"{args.root}: current {info['current']}, versions {', '.join(info['versions'])}")
-        print(f"version {version}: {m['count']} items, dim {m['dim']}, {m['factory']}, model {m['model']}, "
-              f"fingerprint {str(m['fingerprint'])[:12]}, default alpha {m['default_alpha']}")
-        print(json.dumps(m, indent=2))
-    return 0
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The `cir index` argument parser."""
     parser = argparse.ArgumentParser(prog="cir index", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
     _build_parser(sub)
-    _live_parsers(sub)
+    live_parsers(sub)
     p = sub.add_parser("publish", help="point ROOT/CURRENT (or the Milvus alias) at VERSION (rollback)",
                        description=cmd_publish.__doc__)
     p.add_argument("root", help="index root, or milvus://HOST:PORT/NAME")
