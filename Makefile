@@ -31,19 +31,19 @@ ifeq ($(INSTALLER),uv)
 MAKE_VENV = uv venv -q --seed --python $(PYTHON) $(VENV)
 PIP_INSTALL = uv pip install -q --python $(BIN)/python
 else
-# The venv's own pip is used as it is: upgrading it first costs seconds of a first start.
-MAKE_VENV = $(PYTHON) -m venv $(VENV)
-PIP_INSTALL = $(BIN)/pip install -q --disable-pip-version-check
+MAKE_VENV = $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip
+PIP_INSTALL = $(BIN)/pip install -q
 endif
 
 $(BIN)/python:
 	@echo "creating $(VENV) with $(INSTALLER)"
 	$(MAKE_VENV)
 
-# torch pinned in the same install: an unpinned torch would pull a multi-GB CUDA build.
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 # The serving install: no plotting, evaluation tables or peers' tools (extras: eval, dev).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) "$(TORCH_SPEC)" -e .
+	$(PIP_INSTALL) "$(TORCH_SPEC)"
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
