@@ -27,13 +27,13 @@ import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 from cir.toyworld import holds_world
 from cir.toyworld.cli import main as toyworld_main
 from evaluation.cli import main as eval_main
 from training.cli import main as train_main
+from tat_textured import _run  # one way to run a cir command and time it
 
 # Sized for 2 CPU cores shared by five developers (docs/supervised.md): 6,400 TAT pairs, 1,920 triplets a run.
 TAT_RECIPE = ["--max-steps", "100", "--batch-size", "64", "--lr", "1e-3"]
@@ -41,15 +41,6 @@ SUP_RECIPE = ["--max-steps", "60", "--batch-size", "32", "--lr", "1e-3", "--hold
 SWEEP = "0.3:0.9:0.1"
 SIZES = (100, 1000, 10000)
 TRAIN_SEED, EVAL_SEED = 1, 2
-
-
-def _run(tool: str, main, argv: list[str]) -> float:
-    """Run one CLI as the user would; returns its wall time in seconds."""
-    print(f"$ cir {tool} {shlex.join(argv)}", flush=True)
-    start = time.perf_counter()
-    if main(argv) != 0:
-        raise SystemExit(f"cir {tool} failed")
-    return time.perf_counter() - start
 
 
 def make_worlds(work: Path, style: str, triplets: int) -> tuple[Path, Path]:

@@ -32,6 +32,17 @@ class DataFormatError(ValueError):
     """The data file or folder is missing, empty or malformed."""
 
 
+def load_image(path: str | Path) -> Image.Image:
+    """One training image as RGB PIL, or BadImage with the reason (a missing file, or why it cannot decode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImage(f"missing image file {path}", "missing")
+    try:
+        return decode_image(path)
+    except ImageDecodeError as exc:
+        raise BadImage(f"{path}: {exc}") from exc
+
+
 class BadImage(Exception):
     """An image of one pair could not be read: it is skipped and counted, not fatal.
 
@@ -145,13 +156,7 @@ class _RowSource(PairSource):
         return self._record_from_row(self._row(i))
 
     def image(self, i: int) -> Image.Image:
-        path = self._image_path(self._row(i))
-        if not path.is_file():
-            raise BadImage(f"missing image file {path}", "missing")
-        try:
-            return decode_image(path)
-        except ImageDecodeError as exc:
-            raise BadImage(f"{path}: {exc}") from exc
+        return load_image(self._image_path(self._row(i)))
 
 
 class JsonlSource(_RowSource):

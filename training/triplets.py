@@ -25,8 +25,8 @@ from cir.benchmarks.cirr import VERSION as CIRR_VERSION
 from cir.benchmarks.cirr import _image_base
 from cir.benchmarks.data import BenchmarkError, read_json, require_keys
 from cir.benchmarks.fashioniq import _image_files, join_captions
-from cir.images import ImageDecodeError, decode_image
-from training.data import BadImage, DataFormatError, PairSource, Record
+from cir.io import iter_jsonl
+from training.data import DataFormatError, PairSource, Record, load_image
 
 MAX_REFERENCES = 8
 _CIRR_NAME = re.compile(r"^cap\.rc2\.(\w+)\.json$")
@@ -70,17 +70,6 @@ class TripletSource(PairSource):
 
     def resolve_hint(self) -> str:
         return self.hint
-
-
-def load_image(path: str) -> Image.Image:
-    """One triplet image as RGB PIL, or BadImage with the reason."""
-    p = Path(path)
-    if not p.is_file():
-        raise BadImage(f"missing image file {p}", "missing")
-    try:
-        return decode_image(p)
-    except ImageDecodeError as exc:
-        raise BadImage(f"{p}: {exc}") from exc
 
 
 
@@ -146,8 +135,6 @@ class _Resolver:
 
 
 def _jsonl_row(row, resolve: _Resolver, where: str) -> Triplet:
-    if not isinstance(row, dict):
-        raise DataFormatError(f"{where}: expected an object with reference, text and target")
     refs = row.get("reference")
     refs = refs if isinstance(refs, list) else [refs]
     if not 1 <= len(refs) <= MAX_REFERENCES:
@@ -160,15 +147,13 @@ def _jsonl_row(row, resolve: _Resolver, where: str) -> Triplet:
 
 def _jsonl(path: Path, gallery) -> TripletSource:
     resolve, out = _Resolver(path.parent, gallery), []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
+    try:
+        for lineno, row in iter_jsonl(path):
             out.append(_jsonl_row(row, resolve, f"{path}:{lineno}"))
+    except DataFormatError:
+        raise
+    except ValueError as exc:  # cir.io's reader: not JSON, or not an object
+        raise DataFormatError(str(exc)) from exc
     hint = (f"gallery ids resolve through the --gallery index, other images relative to {path.parent}"
             if gallery is not None else f"image paths are resolved relative to {path.parent} (gallery ids "
                                         "need --gallery INDEX_ROOT)")
