@@ -32,13 +32,24 @@ def _shown(value: str) -> str:
     return safe_text(json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False))
 
 
+# The operators under which a value no item has makes its condition match nothing; under `ne`,
+# `nin` or a `not` such a value excludes nothing, and a warning would mislead.
+MATCHING_OPS = ("eq", "in", "any", "all")
+
+
+def _matching_conditions(node) -> list:
+    if hasattr(node, "parts"):  # and / or / not over sub-filters (cir.filters.Boolean)
+        return [] if node.op == "not" else [c for part in node.parts for c in _matching_conditions(part)]
+    return [node] if node.op in MATCHING_OPS else []
+
+
 def filter_hints(flt, fields: dict[str, dict] | None) -> list[str]:
     """One warning per string/tags filter value absent from its field's facets, with the closest values."""
     if flt is None or not fields:
         return []
     warnings: list[str] = []
     seen: set[tuple[str, str]] = set()
-    for cond in flt.conditions:
+    for cond in _matching_conditions(flt.root):
         info = fields.get(cond.field) or {}
         known = info.get("values")
         if info.get("type") not in (STRING, TAGS) or not isinstance(known, dict):

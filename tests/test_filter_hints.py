@@ -35,6 +35,14 @@ def test_known_values_and_other_fields_give_no_warning():
     assert filter_hints(None, FIELDS) == [] and filter_hints(parse_filter({"category": "x"}), {}) == []
 
 
+def test_values_that_exclude_get_no_warning_but_or_branches_do():
+    """Under ne, nin or not an absent value excludes nothing: no item is lost, so nothing to warn about."""
+    excluding = {"category": {"ne": "Stickers"}, "tags": {"nin": ["sael"]}, "not": {"category": "Posterz"}}
+    assert filter_hints(parse_filter(excluding), FIELDS) == []
+    warnings = filter_hints(parse_filter({"or": [{"category": "Stickers"}, {"tags": "new"}]}), FIELDS)
+    assert len(warnings) == 1 and '"Stickers"' in warnings[0]
+
+
 def test_a_lone_surrogate_value_is_escaped_in_the_warning():
     warnings = filter_hints(parse_filter('{"category": "\\ud800"}'), FIELDS)
     assert warnings and "\\ud800" in warnings[0]
