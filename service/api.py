@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import mimetypes
 from pathlib import Path
@@ -21,7 +20,7 @@ from cir.search import query as q
 from cir.search.paging import MAX_WINDOW
 from service import display, feedback, schemas
 from service.auth import require_admin_key, require_read_key
-from service.faults import public_manifest, public_path, public_text
+from service.faults import SafeJSONResponse, public_manifest, public_path, public_text
 from service.search_input import read_query, request_body_schema
 from service.swap import IndexManager
 from service.thumbs import thumb_size
@@ -85,11 +84,7 @@ async def search_in(request: Request, manager: IndexManager, image_base: str = "
         for hit in body["results"]:
             hit["image_url"] = template.replace("{id}", quote(hit["id"], safe=""))
     body["query_id"] = await feedback.record_search(request, query, result, manager.name)
-    try:
-        content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
-    except UnicodeEncodeError:  # a lone surrogate in stored metadata: escaped, still valid JSON
-        content = json.dumps(body, allow_nan=False).encode()
-    return Response(content, media_type="application/json")
+    return SafeJSONResponse(body)  # a lone surrogate in stored metadata: escaped, still valid JSON
 
 
 @router.post("/search", response_model=schemas.SearchResponse, responses=ERRORS, tags=["search"],

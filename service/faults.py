@@ -14,6 +14,7 @@ import logging
 import uuid
 from pathlib import Path
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cir.errors import public_detail
@@ -50,6 +51,16 @@ def public_path(path: str | None) -> str | None:
     if not path or not (path.startswith(("/", ".", "~")) or Path(path).exists()):
         return path
     return "/".join(Path(path).expanduser().resolve().parts[-2:]).lstrip("/")
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: a lone surrogate (echoed input, stored metadata) is sent as its \\u escape."""
+
+    def render(self, content) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def internal_error_body(error_id: str) -> bytes:

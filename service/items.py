@@ -18,7 +18,6 @@ import logging
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
 
 from cir.errors import ReadOnlyStoreError, StoreError, error_text
 from cir.images import FORMATS_TEXT, sniff_image_type
@@ -28,6 +27,7 @@ from cir.stores import Delete, Patch, Upsert, WriteResult
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata
 from service import schemas
 from service.auth import require_admin_key, require_read_key
+from service.faults import SafeJSONResponse
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["items"])
@@ -45,8 +45,8 @@ class ItemError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-async def _item_error(request: Request, exc: ItemError) -> JSONResponse:
-    return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
+async def _item_error(request: Request, exc: ItemError) -> SafeJSONResponse:
+    return SafeJSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status)
 
 
 def install(app) -> None:
@@ -269,4 +269,4 @@ async def bulk(request: Request):
             results.append(_result(next(written), version))
     failed = sum(r["status"] != "ok" for r in results)
     # plain JSON already: skip FastAPI's per-field encoder (the answer to 10,000 operations)
-    return JSONResponse({"results": results, "ok": len(results) - failed, "failed": failed})
+    return SafeJSONResponse({"results": results, "ok": len(results) - failed, "failed": failed})

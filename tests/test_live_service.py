@@ -106,6 +106,18 @@ def test_bad_input_writes_nothing(server, root):
     assert r.status_code == 422 and "colour" in r.json()["detail"]
 
 
+def test_bulk_lone_surrogate_ids_are_invalid_not_a_500(server, root):
+    """A JSON "\\ud800" id cannot be stored (or looked up) as UTF-8: each such operation is invalid."""
+    _, c = server
+    body = ('{"operations": [{"op": "patch", "id": "\\ud800", "metadata": {}}, {"op": "delete", "id": "a\\udfff"}, '
+            '{"op": "upsert", "id": "\\ud800x", "metadata": {"k": 1}}]}')
+    r = c.post("/items/bulk", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert [x["status"] for x in r.json()["results"]] == ["invalid"] * 3
+    log = root / "live" / "changes.log"
+    assert not log.exists() or log.stat().st_size == 0
+
+
 def test_bulk_ten_thousand_operations(server, world_index):  # noqa: F811
     _, c = server
     ids = world_index["ids"]

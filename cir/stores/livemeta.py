@@ -29,13 +29,15 @@ class WriteRejected(ValueError):
 
 
 def check_id(item_id: Any) -> str:
-    """The id itself, or WriteRejected: empty, too long, not text, or with control characters."""
+    """The id itself, or WriteRejected: empty, too long, not text (a lone surrogate), or with control characters."""
     if not isinstance(item_id, str) or not item_id:
         raise WriteRejected("an item id must be a non-empty string", field="id")
     if len(item_id) > MAX_ID_CHARS:
         raise WriteRejected(f"an item id is at most {MAX_ID_CHARS} characters, got {len(item_id)}", field="id")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in item_id):
         raise WriteRejected("an item id must not contain control characters", field="id")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in item_id):  # from a JSON "\ud800": cannot be stored as UTF-8
+        raise WriteRejected("an item id must be valid Unicode text (it holds a lone surrogate)", field="id")
     return item_id
 
 
