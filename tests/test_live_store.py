@@ -9,7 +9,7 @@ from live_fixtures import COLOURS, TAGS, LiveModel, make_root, unit
 
 from cir.filters import parse_filter
 from cir.stores import Delete, FaissRootStore, Patch, Upsert
-from cir.stores import segments
+from cir.stores import overlay_graph
 from cir.stores.compact import compact
 
 DIM = 16
@@ -140,7 +140,8 @@ def recall(view, model: LiveModel, queries: np.ndarray, k: int = 10) -> float:
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF8,Flat"])
 def test_ann_live_recall_and_masked_compaction(tmp_path, factory, monkeypatch):
-    monkeypatch.setattr(segments, "SEGMENT_ROWS", 6)  # pending upserts are sealed into small graphs
+    monkeypatch.setattr(overlay_graph, "SCAN_MAX", 4)  # pending upserts are searched through their graph
+    monkeypatch.setattr(overlay_graph, "ADD_CHUNK", 3)
     base = make_root(tmp_path / "root", n=600, dim=DIM, seed=3, factory=factory)
     model = LiveModel(base["vectors"], base["metadata"], base["types"])
     store = FaissRootStore(base["root"])
@@ -151,8 +152,8 @@ def test_ann_live_recall_and_masked_compaction(tmp_path, factory, monkeypatch):
         assert all(r.status == "ok" for r in store.write(random_op(rng, model, step)))
     view = store.open()
     assert view.count == len(model.vectors) and set(view.ids) == set(model.vectors)
-    assert len(view._segments) >= 2 and recall(view, model, queries) >= own - 0.02
-    assert recall(FaissRootStore(base["root"]).open(), model, queries) >= own - 0.02  # replayed and resealed
+    assert view._graphed >= 10 and recall(view, model, queries) >= own - 0.02
+    assert recall(FaissRootStore(base["root"]).open(), model, queries) >= own - 0.02  # replayed and re-indexed
     result = compact(base["root"], store_=store)
     assert result.removed > 0 and result.index == "added, deleted rows masked"
     compacted = FaissRootStore(base["root"]).open()

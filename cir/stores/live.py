@@ -1,9 +1,10 @@
 """A live view: a published version less its deleted, replaced and patched rows, plus the overlay rows.
 
-A search ranks the base version's rows through its own index, with the superseded rows masked
-out by the ID-selector plan of cir.index_search (so exact on Flat; on HNSW/IVF with the widened
-efSearch/nprobe a filter gets), and the overlay rows with an exact scan; the two top-k lists are
-merged by score. Filters run on the base columns and on columns built for the overlay rows with
+A search ranks the base version's rows through its own index, with the rows whose vectors left
+the live set masked out by the ID-selector plan of cir.index_search (so exact on Flat; on HNSW/IVF
+with the widened efSearch/nprobe a filter gets), and the upserts' slots through the overlay's
+graph (cir.stores.overlay_graph; scanned on Flat); the two top-k lists are merged by score. A
+patched base item is found through its base row, ranked under its id with its new metadata. Filters run on the base columns and on columns built for the overlay rows with
 the same typing (cir.columns), and facets are computed over the live set. A view is a snapshot:
 writes after it was made are not seen by the queries that hold it.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from cir.columns import Column, Columns, build_columns, describe
 from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES
 from cir.stores.overlay import Overlay
-from cir.stores.segments import overlay_topk
+from cir.stores.overlay_graph import slot_topk
 
 
 def _empty_column(ftype: str, count: int) -> Column:
@@ -67,7 +68,11 @@ class LiveView:
         self._by_id = dict(overlay.by_id)
         self._excluded = overlay.excluded.copy() if overlay.excluded.any() else None
         self._types = dict(overlay.types)
-        self._segments, self._sealed = overlay.segments, overlay.sealed
+        overlay.flush()
+        self._graph, self._graphed = overlay.graph, overlay.graph.ntotal if overlay.graph is not None else 0
+        self._svec, self._slot_row = overlay.svec, overlay.slot_row[: overlay.nslots].copy()
+        self._vec_dead = overlay.vec_dead.copy() if overlay.vec_dead.any() else None
+        self._base_patch = dict(overlay.base_patch)
         self.seq, self.pending = overlay.seq, overlay.pending
         self._live_rows = np.flatnonzero(self._alive)
         n_excluded = 0 if self._excluded is None else int(self._excluded.sum())
@@ -112,28 +117,33 @@ class LiveView:
         return describe(Columns(self.count, merged))
 
     # --- search -------------------------------------------------------------------------
-    def _merge(self, base_scores, base_ids, query: np.ndarray, rows: np.ndarray, k: int):
-        scores = list(base_scores[: len(base_ids)])
-        ids = list(base_ids)
-        if len(rows):
-            s, r = overlay_topk(self._vec, self._segments, self._sealed, rows, query, min(k, len(rows)))
-            scores += list(s)
-            ids += [self._rows[i]["id"] for i in r]
-        order = np.argsort(-np.asarray(scores, np.float32), kind="stable")[:k]
-        return np.asarray(scores, np.float32)[order], [ids[i] for i in order]
+    @cached_property
+    def _live_slots(self) -> np.ndarray:
+        """Per slot: does the view hold its latest row live (once per view)."""
+        return self._alive[self._slot_row] if len(self._slot_row) else np.zeros(0, bool)
+
+    def _merge(self, base_scores, base_ids, query: np.ndarray, live_slots: np.ndarray, k: int):
+        """The base hits and the top-k of the live slots, merged by score."""
+        if not live_slots.any():
+            return np.asarray(base_scores, np.float32)[: len(base_ids)], list(base_ids)
+        s, slots = slot_topk(self._svec, self._graph, self._graphed, live_slots, query, k)
+        scores = np.concatenate([np.asarray(base_scores, np.float32)[: len(base_ids)], s])
+        ids = list(base_ids) + [self._rows[r]["id"] for r in self._slot_row[slots]]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return scores[order], [ids[i] for i in order]
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-k over the live set of each of (B, dim) queries."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if not self.changed:
             return self.base.search(q, k)
-        if self._excluded is None:
+        if self._vec_dead is None:
             b_scores, b_ids = self.base.search(q, k)
             per = [(b_scores[i], b_ids[i]) for i in range(len(q))]
         else:
             keep, packed = self._keep
             per = [self.base.search_filtered(row, k, keep, packed) for row in q]
-        out = [self._merge(s, ids, q[i], self._live_rows, k) for i, (s, ids) in enumerate(per)]
+        out = [self._merge(s, ids, q[i], self._live_slots, k) for i, (s, ids) in enumerate(per)]
         width = max((len(ids) for _, ids in out), default=0)
         scores = np.full((len(q), width), -np.inf, np.float32)
         for i, (s, _) in enumerate(out):
@@ -142,21 +152,24 @@ class LiveView:
 
     @cached_property
     def _keep(self) -> tuple[np.ndarray, tuple[int, np.ndarray]]:
-        """The base rows still live, and their (count, packed bits) for cir.index_search (once per view)."""
-        keep = ~self._excluded
+        """The base rows whose vectors are live, and their (count, packed bits) for cir.index_search (once per view)."""
+        keep = ~self._vec_dead
         return keep, (int(np.count_nonzero(keep)), np.packbits(keep, bitorder="little"))
 
     def search_where(self, query: np.ndarray, k: int, bound) -> tuple[np.ndarray, list[str]]:
         """Top-k of one query among the live items matching `bound` (a filter bound to `fields`)."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         mask = bound.mask(self._base_columns)
+        over = bound.mask(self._overlay_columns) if self.n else np.zeros(0, bool)
         if self._excluded is not None:
             mask = mask & ~self._excluded
+        if self._base_patch:  # a patched base item matches by its new metadata, through its base row
+            base_rows = np.fromiter(self._base_patch.keys(), np.int64, len(self._base_patch))
+            rows = np.fromiter(self._base_patch.values(), np.int64, len(self._base_patch))
+            mask[base_rows] = over[rows]
         b_scores, b_ids = self.base.search_filtered(q, k, mask)
-        rows = self._live_rows
-        if len(rows):
-            rows = rows[bound.mask(self._overlay_columns)[rows]]
-        return self._merge(b_scores, b_ids, q, rows, k)
+        live_slots = self._live_slots & over[self._slot_row] if len(self._slot_row) else self._live_slots
+        return self._merge(b_scores, b_ids, q, live_slots, k)
 
     # --- items --------------------------------------------------------------------------
     def _base_item(self, item_id: str) -> dict | None:

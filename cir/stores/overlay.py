@@ -1,10 +1,11 @@
 """The pending changes on one base version: what log replay and live writes build, views snapshot.
 
 Each upsert or patch appends an overlay row (the item's record, its image embedding and ranked
-vector; a patch copies the vectors of the row it changes: nothing is embedded again); the row
-or base row it supersedes is marked dead (overlay) or excluded (base). Rows are only appended,
-never changed, so a view (cir.stores.live) keeps a consistent snapshot by remembering the row
-count and copying two small masks and one dict.
+vector); the row or base row it supersedes is marked dead (overlay) or excluded (base). Vectors
+are searched by where they live: an upsert's in a new slot (cir.stores.overlay_graph), a patched
+item's where they were (its slot, or its base row, which stays in the base search: nothing is
+embedded or indexed again). Rows and slots are only appended, so a view (cir.stores.live) keeps a
+consistent snapshot by remembering counts and copying a few small arrays and dicts.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 
 from cir.index_factory import factory_kind
 from cir.index_store import IndexRoot, IndexStoreError
-from cir.stores import segments
 from cir.io import atomic_write_bytes
 from cir.stores.base import Delete, Patch, Upsert
 from cir.stores.changelog import Record
+from cir.stores.overlay_graph import SlotGraph, overlay_ef
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata, check_types, merge_patch
 
 RECORD_KEYS = ("path", "width", "height", "sha256", "size")
@@ -61,17 +62,21 @@ class Overlay:
         self.by_id: dict[str, int] = {}  # live overlay row of each id
         # base rows deleted, replaced or patched; a compacted version's deleted rows to begin with
         self.excluded = read_deleted(IndexRoot(base.root).version_dir(base.version), base.count)
+        self.vec_dead = self.excluded.copy()  # base rows whose vectors left the live set (a patch keeps them)
+        self.base_patch: dict[int, int] = {}  # base row -> the overlay row of its patched item
+        self.row_slot = np.full(16, -1, np.int64)  # each row's slot (-1: its vectors are a base row's)
+        self.slot_row = np.empty(16, np.int64)  # each slot's latest row
+        self.svec = np.empty((16, self.dim), np.float32)  # each slot's ranked vector
+        self.nslots = 0
         self.types = {name: info.get("type") for name, info in base.fields.items()}
         self.seq = folded_seq  # the last record applied
         self.pending = 0  # records applied (what compaction would fold)
         self.oldest: float | None = None  # when the oldest pending record was applied here
         self._base_items: dict[str, dict] = {}  # base records looked up (a patch reads one twice)
-        # HNSW/IVF versions: overlay rows are sealed into small graphs (cir.stores.segments); Flat: scanned
+        # HNSW/IVF versions: slots go into a graph of their own as they come; Flat: scanned exactly
         exact = factory_kind(base.manifest.get("factory", "")) in ("Flat", None)
-        self.segment_rows = None if exact else segments.SEGMENT_ROWS
-        self.ef = int((base.manifest.get("search_params") or {}).get("efSearch") or segments.DEFAULT_EF_SEARCH)
-        self.segments: list[segments.Segment] = []  # replaced, never changed: views keep the list they saw
-        self.sealed = 0
+        ef = int((base.manifest.get("search_params") or {}).get("efSearch") or 0)
+        self.graph = None if exact else SlotGraph(self.dim, overlay_ef(ef))
 
     # --- lookups ----------------------------------------------------------------------
     def current(self, item_id: str) -> tuple[dict, int | None, int | None] | None:
@@ -92,20 +97,25 @@ class Overlay:
         return item, None, item["row"]
 
     # --- applying records -------------------------------------------------------------
-    def _grow(self) -> None:
-        if self.n < len(self.alive):
-            return
-        cap = 2 * len(self.alive)
-        for name in ("emb", "vec"):  # a new array: views of the old one keep reading it
-            grown = np.empty((cap, self.dim), np.float32)
-            grown[: self.n] = getattr(self, name)[: self.n]
-            setattr(self, name, grown)
-        alive = np.zeros(cap, bool)
-        alive[: self.n] = self.alive[: self.n]
-        self.alive = alive
+    @staticmethod
+    def _grown(arr: np.ndarray, used: int, fill=None) -> np.ndarray:
+        """A new array of twice the rows holding the first `used` (views of the old one keep reading it)."""
+        grown = np.empty((2 * len(arr), *arr.shape[1:]), arr.dtype) if fill is None else \
+            np.full((2 * len(arr), *arr.shape[1:]), fill, arr.dtype)
+        grown[:used] = arr[:used]
+        return grown
 
-    def _remove(self, item_id: str) -> tuple[np.ndarray, np.ndarray, int | None] | None:
-        """Take an item out of the live set: its (embedding, vector, base row its vectors are), or None."""
+    def _grow(self) -> None:
+        if self.n == len(self.alive):
+            self.emb, self.vec = self._grown(self.emb, self.n), self._grown(self.vec, self.n)
+            self.alive, self.row_slot = self._grown(self.alive, self.n, False), self._grown(self.row_slot, self.n, -1)
+        if self.nslots == len(self.slot_row):
+            self.slot_row, self.svec = self._grown(self.slot_row, self.nslots), self._grown(self.svec, self.nslots)
+
+    def _remove(self, item_id: str) -> tuple[np.ndarray, np.ndarray, int | None, int] | None:
+        """Take an item out of the live set: its (embedding, vector, base row, slot) or None.
+
+        The base row and slot say where its vectors are searched (-1: no slot)."""
         found = self.current(item_id)
         if found is None:
             return None
@@ -113,20 +123,31 @@ class Overlay:
         if row is not None:
             self.alive[row] = False
             del self.by_id[item_id]
-            return self.emb[row].copy(), self.vec[row].copy(), record.get("base_row")
+            return self.emb[row].copy(), self.vec[row].copy(), record.get("base_row"), int(self.row_slot[row])
         self.excluded[base_row] = True
-        return self.base.row_embedding(base_row), np.asarray(self.base.vectors[base_row], np.float32), base_row
+        return self.base.row_embedding(base_row), np.asarray(self.base.vectors[base_row], np.float32), base_row, -1
 
-    def _append(self, record: dict, emb: np.ndarray, vec: np.ndarray) -> None:
+    def _append(self, record: dict, emb: np.ndarray, vec: np.ndarray, slot: int) -> None:
+        """Append a row; slot -1 on a new upsert gives it a new slot (its vectors are searched there)."""
         self._grow()
+        if slot < 0 and record.get("base_row") is None:
+            slot = self.nslots
+            self.svec[slot] = vec
+            self.nslots += 1
+        if slot >= 0:
+            self.slot_row[slot] = self.n
+        elif record.get("base_row") is not None:
+            self.base_patch[record["base_row"]] = self.n
         self.emb[self.n], self.vec[self.n] = emb, vec
-        self.alive[self.n] = True
+        self.alive[self.n], self.row_slot[self.n] = True, slot
         self.rows.append(record)
         self.by_id[record["id"]] = self.n
         self.n += 1
-        if self.segment_rows and self.n - self.sealed >= self.segment_rows:
-            self.segments = [*self.segments, segments.seal(self.vec, self.sealed, self.n, self.ef)]
-            self.sealed = self.n
+
+    def flush(self) -> None:
+        """Add the slots not yet in the graph to it (called before a view is made)."""
+        if self.graph is not None and self.graph.ntotal < self.nslots:
+            self.graph.extend(self.svec[self.graph.ntotal: self.nslots])
 
     def apply(self, rec: Record) -> None:
         """Apply one logged change (a replayed or just-appended record)."""
@@ -141,10 +162,13 @@ class Overlay:
             except WriteRejected:
                 pass  # checked when written; a type the base later changed stays unfiltered for this item
             if op == "upsert":
-                self._append(record, rec.embedding, rec.vector)
-            elif old is not None:  # a patch of a live item keeps its vectors (and its base row: compaction keeps it)
+                self._append(record, rec.embedding, rec.vector, -1)
+            elif old is not None:  # a patch of a live item keeps its vectors where they are searched
                 record["base_row"] = old[2]
-                self._append(record, old[0], old[1])
+                self._append(record, old[0], old[1], old[3])
+        if old is not None and old[2] is not None and op != "patch":  # its vectors leave the base search
+            self.vec_dead[old[2]] = True
+            self.base_patch.pop(old[2], None)
         self.seq = max(self.seq, rec.seq)
         self.pending += 1
         self.oldest = self.oldest or time.time()
