@@ -19,8 +19,9 @@ import numpy as np
 
 from cir import index_store as store
 from cir.columns import COLUMNS_DIR, Columns, write_columns
-from cir.io import atomic_write_json
 from cir.errors import OutputError
+from cir.io import atomic_write_json
+from cir.version_edit import ItemsEdit
 from cir.version_names import record_pruned
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,14 @@ def remove_stale_tmp(root: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dict], index,
+def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dict] | ItemsEdit, index,
                   manifest: dict, report: dict, ranked: np.ndarray | None = None,
                   columns: Columns | None = None) -> Path:
     """Write every file into a temp folder, manifest last, verify it, then rename it into place.
 
     `vectors` are the image embeddings; `ranked`, when given, the composed vectors the index holds;
-    `columns` the typed metadata columns (cir.columns) filters run on.
+    `columns` the typed metadata columns (cir.columns) filters run on; `items` the item records in row
+    order, or an edit of another version's table (cir.version_edit, a compaction).
     """
     tmp_name = TMP_PREFIX + version
     tmp = root / store.VERSIONS / tmp_name
@@ -104,13 +106,18 @@ def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dic
         np.save(tmp / store.EMBEDDINGS_FILE, vectors)
         if ranked is not None:
             np.save(tmp / store.INDEX_VECTORS_FILE, ranked)
-        store.write_items(tmp / store.ITEMS_FILE, items)
+        if isinstance(items, ItemsEdit):
+            items.write(tmp / store.ITEMS_FILE)
+            ids = items.ids
+        else:
+            store.write_items(tmp / store.ITEMS_FILE, items)
+            ids = [it["id"] for it in items]
         if columns is not None:
             write_columns(tmp / COLUMNS_DIR, columns)
         faiss.write_index(index, str(tmp / store.INDEX_FILE))
         atomic_write_json(tmp / store.REPORT_FILE, report)
         atomic_write_json(tmp / store.MANIFEST, manifest)
-        verify(root, tmp_name, vectors, items, vectors if ranked is None else ranked)
+        verify(root, tmp_name, vectors, ids, vectors if ranked is None else ranked)
         final = root / store.VERSIONS / version
         os.rename(tmp, final)
     except BaseException as exc:
@@ -122,14 +129,14 @@ def write_version(root: Path, version: str, vectors: np.ndarray, items: list[dic
     return final
 
 
-def verify(root: Path, version: str, vectors: np.ndarray, items: list[dict], ranked: np.ndarray) -> None:
+def verify(root: Path, version: str, vectors: np.ndarray, ids: list[str], ranked: np.ndarray) -> None:
     """Reload a written version and check counts, ids and that stored rows find themselves."""
     loaded = store.load_version(root, version, mmap=True)
     try:
-        if loaded.ids != [it["id"] for it in items]:
+        if loaded.ids != ids:
             raise OutputError(f"version {version}: item ids do not match what was built")
-        sample = np.linspace(0, len(items) - 1, num=min(8, len(items)), dtype=int)
-        emb = np.stack([loaded.embedding(items[i]["id"]) for i in sample])
+        sample = np.linspace(0, len(ids) - 1, num=min(8, len(ids)), dtype=int)
+        emb = np.stack([loaded.embedding(ids[i]) for i in sample])
         if not np.array_equal(emb, vectors[sample]) or not np.array_equal(loaded.vectors[sample], ranked[sample]):
             raise OutputError(f"version {version}: stored embeddings differ from the built ones")
         scores, ids = loaded.search(ranked[sample], 1)

@@ -98,7 +98,7 @@ class Applier:
         except QueryError as exc:
             raise WriteRejected(f"image {path}: {exc}", field="image") from None
         width, height = image_size(data)
-        return Upsert(item_id, emb, vec, metadata, path=self.store.keep_image(data, SUFFIX[kind]), width=width,
+        return Upsert(item_id, emb, vec, metadata, path=self.store.keep_images([(data, SUFFIX[kind])])[0], width=width,
                       height=height, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 

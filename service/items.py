@@ -80,7 +80,7 @@ def _metadata(raw) -> dict:
 
 async def _upsert(request: Request, item_id: str, data: bytes | None, metadata: dict) -> Upsert:
     """Embed (or reuse, without an image) and keep the image: the Upsert to write."""
-    manager, engine = _engine(request)
+    _, engine = _engine(request)
     state = engine.state
     if data is None:
         current = await asyncio.to_thread(state.index.item, item_id)
@@ -90,18 +90,33 @@ async def _upsert(request: Request, item_id: str, data: bytes | None, metadata: 
         vector = await engine.ranked_vector(embedding, metadata, state.manifest)
         fields = {k: current.get(k) for k in ("path", "width", "height", "sha256", "size")}
         return Upsert(item_id, embedding, vector, metadata, **fields)
+    kind = _image_kind(data)
+    embedding = await engine.embed_upload(data)
+    return (await _kept(request, [(item_id, metadata, data, kind)], [embedding]))[0]
+
+
+def _image_kind(data: bytes) -> str:
     kind = sniff_image_type(data)
     if kind is None:
         raise ItemError(415, "unsupported_image", f"the upload is not a {FORMATS_TEXT} image; nothing was written")
-    embedding = await engine.embed_upload(data)
-    vector = await engine.ranked_vector(embedding, metadata, state.manifest)
+    return kind
+
+
+async def _kept(request: Request, entries: list[tuple], embeddings: list) -> list[Upsert]:
+    """Upserts of embedded images (id, metadata, bytes, kind): ranked vectors, images kept in one go."""
+    manager, engine = _engine(request)
+    manifest = engine.state.manifest
+    vectors = await asyncio.gather(*(engine.ranked_vector(e, m, manifest) for (_, m, _, _), e in zip(entries, embeddings)))
     try:
-        path = await asyncio.to_thread(manager.store.keep_image, data, SUFFIX[kind])
+        paths = await asyncio.to_thread(manager.store.keep_images, [(d, SUFFIX[k]) for _, _, d, k in entries])
     except OSError as exc:
         raise _disk_error(exc) from None
-    width, height = image_size(data)
-    return Upsert(item_id, embedding, vector, metadata, path=path, width=width, height=height,
-                  sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    out = []
+    for (item_id, metadata, data, _), embedding, vector, path in zip(entries, embeddings, vectors, paths):
+        width, height = image_size(data)
+        out.append(Upsert(item_id, embedding, vector, metadata, path=path, width=width, height=height,
+                          sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
+    return out
 
 
 def _disk_error(exc: OSError) -> ItemError:
@@ -207,24 +222,56 @@ def _simple_op(raw) -> object | None:
     return None
 
 
-async def _bulk_op(request: Request, raw: dict) -> object:
-    """One bulk upsert as an Upsert (embedded), or a WriteRejected to report for it."""
+def _bulk_upsert_fields(request: Request, raw: dict) -> tuple[str, dict, bytes | None]:
+    """(id, metadata, image bytes or None) of a bulk upsert, or a WriteRejected."""
     item_id = check_id(raw.get("id"))
     metadata = _metadata(raw.get("metadata", {}))
-    data = None
-    if raw.get("image") is not None:
-        try:
-            data = base64.b64decode(raw["image"], validate=True)
-        except (binascii.Error, TypeError, ValueError):
-            raise WriteRejected("image must be the image file's bytes in base64", field="image") from None
-        if len(data) > request.app.state.settings.max_upload_bytes:
-            raise WriteRejected("the image is over the upload limit", field="image")
+    if raw.get("image") is None:
+        return item_id, metadata, None
+    try:
+        data = base64.b64decode(raw["image"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise WriteRejected("image must be the image file's bytes in base64", field="image") from None
+    if len(data) > request.app.state.settings.max_upload_bytes:
+        raise WriteRejected("the image is over the upload limit", field="image")
+    return item_id, metadata, data
+
+
+async def _one_upsert(request: Request, item_id: str, data: bytes | None, metadata: dict) -> object:
+    """_upsert, with its refusal as a WriteRejected to report."""
     try:
         return await _upsert(request, item_id, data, metadata)
     except ItemError as exc:
-        raise WriteRejected(exc.detail, field="image") from None
-    except q.QueryError as exc:
-        raise WriteRejected(str(exc), field="image") from None
+        return WriteRejected(exc.detail, field="image")
+    except (WriteRejected, q.QueryError) as exc:
+        return exc if isinstance(exc, WriteRejected) else WriteRejected(str(exc), field="image")
+
+
+async def _bulk_upserts(request: Request, raws: list[dict]) -> list[object]:
+    """The bulk's upserts: an Upsert or a WriteRejected each; the images decoded and embedded together."""
+    out: list = [None] * len(raws)
+    images = []  # (position, (id, metadata, bytes, kind))
+    for i, raw in enumerate(raws):
+        try:
+            item_id, metadata, data = _bulk_upsert_fields(request, raw)
+            if data is None:
+                out[i] = await _one_upsert(request, item_id, None, metadata)
+            else:
+                images.append((i, (item_id, metadata, data, _image_kind(data))))
+        except WriteRejected as exc:
+            out[i] = exc
+        except ItemError as exc:
+            out[i] = WriteRejected(exc.detail, field="image")
+    embedded = await _engine(request)[1].embed_uploads([entry[2] for _, entry in images])
+    good = [(i, entry, e) for (i, entry), e in zip(images, embedded) if not isinstance(e, q.QueryError)]
+    for (i, _), e in zip(images, embedded):
+        if isinstance(e, q.QueryError):
+            out[i] = WriteRejected(str(e), field="image")
+    if good:
+        kept = await _kept(request, [entry for _, entry, _ in good], [e for _, _, e in good])
+        for (i, _, _), upsert in zip(good, kept):
+            out[i] = upsert
+    return out
 
 
 @router.post("/items/bulk", dependencies=WRITE, responses=ERRORS,
@@ -241,7 +288,7 @@ async def bulk(request: Request):
                                                 '"metadata": {...}}, ...]} with at least one operation')
     if len(ops) > settings.max_bulk_ops:
         raise ItemError(413, "too_many_operations", f"{len(ops)} operations; at most {settings.max_bulk_ops} per request")
-    # patches and deletes are parsed in one pass; only upserts (embedding) run concurrently, batched
+    # patches and deletes are parsed in one pass; the upserts' images are embedded together, in batches
     parsed: list = [None] * len(ops)
     upserts = []
     for i, raw in enumerate(ops):
@@ -251,10 +298,7 @@ async def bulk(request: Request):
             parsed[i] = exc
         if parsed[i] is None:
             upserts.append(i)
-    embedded = await asyncio.gather(*(_bulk_op(request, ops[i]) for i in upserts), return_exceptions=True)
-    for i, p in zip(upserts, embedded):
-        if isinstance(p, BaseException) and not isinstance(p, WriteRejected):
-            raise p
+    for i, p in zip(upserts, await _bulk_upserts(request, [ops[i] for i in upserts])):
         parsed[i] = p
     good = [p for p in parsed if not isinstance(p, WriteRejected)]
     written = iter(await _write(request, good) if good else [])

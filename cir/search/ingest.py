@@ -14,6 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from cir.errors import QueryError
 from cir.fusion import fuse
 
 
@@ -68,6 +69,25 @@ class IngestMixin:
             return np.asarray(await ticket.submit(pixels), np.float32)
         finally:
             ticket.close()
+
+    async def embed_uploads(self, datas: list[bytes]) -> list[np.ndarray | QueryError]:
+        """Decode and embed many images (a bulk write): decoded on the decode pool, then encoded in batches
+        of the largest micro-batch on the model's thread; a QueryError in place of each bad image."""
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self.decode, d) for d in datas),
+                                       return_exceptions=True)
+        for d in decoded:
+            if isinstance(d, BaseException) and not isinstance(d, QueryError):
+                raise d
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, QueryError)]
+        out: list = list(decoded)
+        step = self._images.max_batch
+        for start in range(0, len(good), step):
+            rows = good[start:start + step]
+            vecs = await loop.run_in_executor(self._model_pool, self.encode_pixel_batch, [decoded[i] for i in rows])
+            for i, vec in zip(rows, vecs):
+                out[i] = np.asarray(vec, np.float32)
+        return out
 
     async def ranked_vector(self, embedding: np.ndarray, metadata: dict, manifest: dict) -> np.ndarray:
         """What the index ranks for an item: its embedding, or its composition with its text field."""

@@ -138,8 +138,8 @@ class GalleryStore:
         """Pick up writes other processes made since the last look; True when the next view differs."""
         return False
 
-    def keep_image(self, data: bytes, suffix: str) -> str:
-        """Keep an upserted image's bytes where /images serves them and a full build can embed them; its path."""
+    def keep_images(self, images: Sequence[tuple[bytes, str]]) -> list[str]:
+        """Keep upserted images' (bytes, suffix) where /images serves them and a full build can embed them; their paths."""
         raise ReadOnlyStoreError(f"{self.name} does not keep uploaded images")
 
     def close(self) -> None:

@@ -23,13 +23,20 @@ import faiss
 import numpy as np
 
 from cir import index_store as store
+from cir.columns import Columns, build_columns, describe
 from cir.errors import StoreError, error_text
-from cir.columns import build_columns, describe
 from cir.index_factory import factory_kind
 from cir.stores.changelog import Record
 from cir.stores.faiss_root import FaissRootStore, lineage_of
 from cir.stores.overlay import write_deleted
-from cir.versioning import new_version_name, prune, remove_stale_tmp, root_lock, write_version
+from cir.version_edit import ItemsEdit, edit_columns
+from cir.versioning import (
+    new_version_name,
+    prune,
+    remove_stale_tmp,
+    root_lock,
+    write_version,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_KEEP = 3  # complete versions kept, as `cir index build --keep`
@@ -84,12 +91,29 @@ def _tombstone(row: int) -> dict:
             "metadata": {}}
 
 
-def _rows(view, tombstones: bool, removed: np.ndarray, patched: dict) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """(items, image embeddings, ranked vectors) of the folded view: base rows, then the new items."""
+def _new_rows(view) -> list[int]:
+    """Overlay rows of the items the compaction appends (upserts; a patch keeps its base row)."""
+    return [r for r in view._live_rows if view._rows[r].get("base_row") is None]
+
+
+def _record(rec: dict) -> dict:
+    return {k: rec.get(k) for k in ("id", "path", "width", "height", "sha256", "size", "metadata")}
+
+
+def _vectors(view, keep: np.ndarray, new: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(image embeddings, ranked vectors) of the folded view: the kept base rows, then the new items."""
+    base = view.base
+    emb = np.load(store.IndexRoot(base.root).version_dir(base.version) / store.EMBEDDINGS_FILE, mmap_mode="r")
+    embeddings = np.concatenate([np.asarray(emb[keep], np.float32), view._emb[new]])
+    ranked = np.concatenate([np.asarray(base.vectors[keep], np.float32), view._vec[new]])
+    return embeddings, ranked
+
+
+def _rows(view, removed: np.ndarray, patched: dict, tombstones: bool) -> tuple[list[dict], Columns]:
+    """Items and columns of a folded view, its removed rows dropped (or kept as tombstones): every row read
+    and written again."""
     base = view.base
     vdir = store.IndexRoot(base.root).version_dir(base.version)
-    keep = np.ones(base.count, bool) if tombstones else ~removed
-    new = [r for r in view._live_rows if view._rows[r].get("base_row") is None]
     items = []
     for item in store.iter_items(vdir / store.ITEMS_FILE):
         row = item.pop("row")
@@ -100,13 +124,26 @@ def _rows(view, tombstones: bool, removed: np.ndarray, patched: dict) -> tuple[l
         if row in patched:
             item = {**item, "metadata": view._rows[patched[row]]["metadata"]}
         items.append(item)
-    for r in new:
-        rec = view._rows[r]
-        items.append({k: rec.get(k) for k in ("id", "path", "width", "height", "sha256", "size", "metadata")})
-    emb = np.load(vdir / store.EMBEDDINGS_FILE, mmap_mode="r")
-    embeddings = np.concatenate([np.asarray(emb[keep], np.float32), view._emb[new]])
-    ranked = np.concatenate([np.asarray(base.vectors[keep], np.float32), view._vec[new]])
-    return items, embeddings, ranked
+    items += [_record(view._rows[r]) for r in _new_rows(view)]
+    return items, build_columns(view._types, [it["metadata"] for it in items])
+
+
+def _edited(view, removed: np.ndarray, patched: dict) -> tuple[ItemsEdit, Columns]:
+    """Items and columns of a folded view whose rows all stay (removed ones as tombstones): the base's
+    table and columns edited where rows changed, and the new items appended; nothing else is read."""
+    base = view.base
+    dead = [int(r) for r in np.flatnonzero(removed)]
+    new = [_record(view._rows[r]) for r in _new_rows(view)]
+    ids = list(base.ids)
+    for r in dead:
+        ids[r] = _tombstone(r)["id"]
+    ids += [it["id"] for it in new]
+    patched_meta = {int(row): view._rows[r]["metadata"] for row, r in patched.items()}
+    items = ItemsEdit(store.IndexRoot(base.root).version_dir(base.version) / store.ITEMS_FILE, ids,
+                      metadata=patched_meta, replaced={r: _tombstone(r) for r in dead}, appended=new)
+    rows = np.asarray(list(patched_meta) + dead, np.int64)
+    metadatas = list(patched_meta.values()) + [{}] * len(dead) + [it["metadata"] for it in new]
+    return items, edit_columns(base.columns, view._types, rows, metadatas, len(new))
 
 
 def _removed(view) -> tuple[np.ndarray, dict]:
@@ -136,26 +173,30 @@ def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | No
         # cannot remove; an IVF refill costs the whole gallery); Flat drops them in place cheaply
         tombstones = factory_kind(manifest.get("factory", "")) in ("HNSW", "IVF") and \
             removed.sum() <= rebuild_share * base.count
-        items, embeddings, ranked = _rows(view, tombstones, removed, patched)
+        if tombstones and base.columns is not None:
+            items, columns = _edited(view, removed, patched)
+        else:
+            items, columns = _rows(view, removed, patched, tombstones)
+        n_items = columns.count
+        embeddings, ranked = _vectors(view, np.ones(base.count, bool) if tombstones else ~removed, _new_rows(view))
         n_base = base.count if tombstones else int((~removed).sum())
         vdir = store.IndexRoot(base.root).version_dir(base.version)
         index, how = _index(vdir, manifest, removed, tombstones, ranked[:n_base], ranked[n_base:])
         dead = removed if tombstones else np.zeros(n_base, bool)
-        columns = build_columns(view._types, [it["metadata"] for it in items])
         version = new_version_name(live.root, manifest["fingerprint"])
         lineage, _ = lineage_of(base.manifest)
         composed = manifest.get("index_vectors") == store.INDEX_VECTORS_FILE
-        manifest.update(version=version, count=len(items), fields=describe(columns), previous=base.version,
+        manifest.update(version=version, count=n_items, fields=describe(columns), previous=base.version,
                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         live={"lineage": list(lineage), "folded_seq": view.seq, "folded": view.pending,
                               "index": how})
         manifest["deleted_rows"] = int(dead.sum())
-        result = CompactResult("compacted", version, base.version, view.pending, len(items) - int(dead.sum()),
-                               len(items) - n_base, int(removed.sum()), how)
+        result = CompactResult("compacted", version, base.version, view.pending, n_items - int(dead.sum()),
+                               n_items - n_base, int(removed.sum()), how)
         final = write_version(live.root, version, embeddings, items, index, manifest, {"version": version,
                               "compaction": vars(result)}, ranked if composed else None, columns)
         if dead.any():  # before publishing: a served version is never without its mask
-            write_deleted(final, np.concatenate([dead, np.zeros(len(items) - n_base, bool)]))
+            write_deleted(final, np.concatenate([dead, np.zeros(n_items - n_base, bool)]))
         with live.write_lock():
             live.publish(version)
             _trim(live, (version, *lineage), view.seq)

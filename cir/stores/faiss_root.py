@@ -221,20 +221,28 @@ class FaissRootStore(GalleryStore):
                 self._log_id = self.log.identity()
                 for rec in records:
                     self._live.apply(rec)
+                self._live.flush()  # the writer indexes its upserts, not the first search after it
                 self._view = None
             return results
 
-    def keep_image(self, data: bytes, suffix: str) -> str:
-        """ROOT/live/images/<sha256><suffix>, written atomically and fsync'ed (content-addressed: kept once)."""
+    def keep_images(self, images: Sequence[tuple[bytes, str]]) -> list[str]:
+        """ROOT/live/images/<sha256><suffix> of each (bytes, suffix), written atomically and fsync'ed, the
+        folder once (content-addressed: an image is kept once); their paths."""
         folder = self.root / LIVE_DIR / IMAGES_DIR
-        path = folder / f"{hashlib.sha256(data).hexdigest()}{suffix}"
-        if not path.is_file():
-            created = not folder.is_dir()
-            atomic_write_bytes(path, data)
-            fsync_dir(folder)
+        created = not folder.is_dir()
+        where, wrote = folder.resolve(), False
+        paths = []
+        for data, suffix in images:
+            path = where / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+            if not path.is_file():
+                atomic_write_bytes(path, data)
+                wrote = True
+            paths.append(str(path))
+        if wrote:
+            fsync_dir(where)
             if created:
-                fsync_dir(folder.parent)
-        return str(path.resolve())
+                fsync_dir(where.parent)
+        return paths
 
     def pending(self) -> dict:
         """What waits for compaction: the version, count of changes, the oldest one's age start, last seq."""

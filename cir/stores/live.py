@@ -16,20 +16,10 @@ from functools import cached_property
 import numpy as np
 
 from cir.columns import Column, Columns, build_columns, describe
-from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES
+from cir.metadata import STRING, TAGS
 from cir.stores.overlay import Overlay
 from cir.stores.overlay_graph import slot_topk
-
-
-def _empty_column(ftype: str, count: int) -> Column:
-    """A column in which no row has the field."""
-    if ftype in (NUMBER, *TIME_TYPES):
-        return Column(ftype, np.full(count, np.nan))
-    if ftype in (BOOLEAN, OBJECT):
-        return Column(ftype, np.full(count, -1 if ftype == BOOLEAN else 0, np.int8))
-    if ftype == TAGS:
-        return Column(ftype, np.empty(0, np.int32), rows=np.empty(0, np.int32), dictionary=[])
-    return Column(ftype, np.full(count, -1, np.int32), dictionary=[])
+from cir.version_edit import empty_column
 
 
 def _concat(ftype: str, a: Column, keep: np.ndarray, b: Column) -> Column:
@@ -68,8 +58,7 @@ class LiveView:
         self._by_id = dict(overlay.by_id)
         self._excluded = overlay.excluded.copy() if overlay.excluded.any() else None
         self._types = dict(overlay.types)
-        overlay.flush()
-        self._graph, self._graphed = overlay.graph, overlay.graph.ntotal if overlay.graph is not None else 0
+        self._overlay, self._graph = overlay, overlay.graph
         self._svec, self._slot_row = overlay.svec, overlay.slot_row[: overlay.nslots].copy()
         self._vec_dead = overlay.vec_dead.copy() if overlay.vec_dead.any() else None
         self._base_patch = dict(overlay.base_patch)
@@ -98,7 +87,7 @@ class LiveView:
     def _base_columns(self) -> Columns:
         """The base columns, with an empty column for each field only live writes have."""
         cols = self.base.columns or Columns(self.base.count, {})
-        missing = {f: _empty_column(t, cols.count) for f, t in self._types.items() if f not in cols.fields}
+        missing = {f: empty_column(t, cols.count) for f, t in self._types.items() if f not in cols.fields}
         return Columns(cols.count, {**cols.fields, **missing}) if missing else cols
 
     @cached_property
@@ -117,6 +106,11 @@ class LiveView:
         return describe(Columns(self.count, merged))
 
     # --- search -------------------------------------------------------------------------
+    @cached_property
+    def _graphed(self) -> int:
+        """How many of this view's slots the overlay graph holds (brought up to date on the first search)."""
+        return min(self._overlay.flush(), len(self._slot_row))
+
     @cached_property
     def _live_slots(self) -> np.ndarray:
         """Per slot: does the view hold its latest row live (once per view)."""

@@ -11,6 +11,7 @@ consistent snapshot by remembering counts and copying a few small arrays and dic
 from __future__ import annotations
 
 import io
+import threading
 import time
 from pathlib import Path
 
@@ -21,8 +22,14 @@ from cir.index_store import IndexRoot, IndexStoreError
 from cir.io import atomic_write_bytes
 from cir.stores.base import Delete, Patch, Upsert
 from cir.stores.changelog import Record
+from cir.stores.livemeta import (
+    WriteRejected,
+    check_id,
+    check_metadata,
+    check_types,
+    merge_patch,
+)
 from cir.stores.overlay_graph import SlotGraph, overlay_ef
-from cir.stores.livemeta import WriteRejected, check_id, check_metadata, check_types, merge_patch
 
 RECORD_KEYS = ("path", "width", "height", "sha256", "size")
 BASE_CACHE = 200_000  # base item records kept from lookups (then the cache starts over)
@@ -77,6 +84,7 @@ class Overlay:
         exact = factory_kind(base.manifest.get("factory", "")) in ("Flat", None)
         ef = int((base.manifest.get("search_params") or {}).get("efSearch") or 0)
         self.graph = None if exact else SlotGraph(self.dim, overlay_ef(ef))
+        self._flush_lock = threading.Lock()
 
     # --- lookups ----------------------------------------------------------------------
     def current(self, item_id: str) -> tuple[dict, int | None, int | None] | None:
@@ -144,10 +152,16 @@ class Overlay:
         self.by_id[record["id"]] = self.n
         self.n += 1
 
-    def flush(self) -> None:
-        """Add the slots not yet in the graph to it (called before a view is made)."""
-        if self.graph is not None and self.graph.ntotal < self.nslots:
-            self.graph.extend(self.svec[self.graph.ntotal: self.nslots])
+    def flush(self) -> int:
+        """Add the slots not yet in the graph to it; how many it holds (a writer calls this after its
+        records, a view before its first search: replay and compaction, which never search, build no graph)."""
+        if self.graph is None:
+            return 0
+        with self._flush_lock:
+            n = self.nslots  # read before svec: a concurrent append grows svec before it counts the slot
+            if self.graph.ntotal < n:
+                self.graph.extend(self.svec[self.graph.ntotal: n])
+            return self.graph.ntotal
 
     def apply(self, rec: Record) -> None:
         """Apply one logged change (a replayed or just-appended record)."""
