@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="toy", help="model of the HTTP part (default toy)")
     p.add_argument("--device", default="cpu", help="the server's encoder device")
     p.add_argument("--gallery", type=int, default=10_000, help="images in the served gallery (default 10,000)")
-    p.add_argument("--upserts", type=int, default=400, help="images upserted over HTTP (default 400)")
+    p.add_argument("--upserts", type=int, default=2000,
+                   help="images upserted over HTTP, once by PUT and once by the bulk route (default 2,000)")
     p.add_argument("--bulk-images", type=int, default=50, help="images per bulk upsert request (default 50)")
     p.add_argument("--visibility", type=int, default=200, help="writes timed for visibility (default 200)")
     p.add_argument("--patches", type=int, default=20_000, help="patches sent through the bulk route (default 20,000)")
