@@ -135,6 +135,30 @@ def test_bulk_ten_thousand_operations(server, world_index):  # noqa: F811
     assert c.get(f"/items/{ids[45]}").status_code == 404
 
 
+def test_bulk_upserts_are_embedded_together_each_with_its_status(server, root):
+    """Images of one bulk are decoded and embedded in batches: each gets the embedding a single PUT gives,
+    a bad one is refused alone, and a second upsert of an id in the same bulk wins."""
+    _, c = server
+    assert put(c, "single", png(7), {"k": 0}).status_code == 200
+    corrupt = png(8)[:60]
+    ops = [{"op": "upsert", "id": f"many{i}", "image": base64.b64encode(png(20 + i)).decode(), "metadata": {"k": i}}
+           for i in range(40)]
+    ops += [{"op": "upsert", "id": "same", "image": base64.b64encode(png(7)).decode(), "metadata": {"k": 1}},
+            {"op": "upsert", "id": "text", "image": base64.b64encode(b"not an image at all").decode()},
+            {"op": "upsert", "id": "torn", "image": base64.b64encode(corrupt).decode()},
+            {"op": "upsert", "id": "single", "metadata": {"k": 2}},  # no image: its metadata is replaced
+            {"op": "upsert", "id": "many3", "image": base64.b64encode(png(99)).decode(), "metadata": {"k": 1000}}]
+    r = c.post("/items/bulk", json={"operations": ops})
+    assert r.status_code == 200, r.text
+    statuses = [x["status"] for x in r.json()["results"]]
+    assert statuses == ["ok"] * 41 + ["invalid", "invalid", "ok", "ok"], [(x["id"], x["status"], x["error"]) for x in r.json()["results"] if x["status"] != "ok" or x["id"] == "single"]
+    view = FaissRootStore(root).open()
+    np.testing.assert_allclose(view.embedding("same"), view.embedding("single"), atol=1e-5)
+    assert view.item("single")["metadata"] == {"k": 2} and view.item("many3")["metadata"] == {"k": 1000}
+    assert view.item("text") is None and view.item("torn") is None
+    assert len([i for i in view.ids if i.startswith("many")]) == 40
+
+
 def test_full_disk_is_507_and_reads_go_on(server, monkeypatch, world_index):  # noqa: F811
     _, c = server
 

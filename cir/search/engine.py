@@ -61,6 +61,7 @@ class SearchEngine(IngestMixin):
         self._in_flight = 0  # queries inside search() (event-loop thread only)
         self._holds = Holds()  # queries in flight per index state: a swapped-out one closes once none holds it
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="cir-decode")
+        self._decode_workers = decode_workers
         self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-model")
         self._search_pool = ThreadPoolExecutor(1, thread_name_prefix="cir-search")
         opts = dict(max_batch=max_batch, max_wait_s=batch_wait_s, max_queue=max_queue, on_batch=on_batch)
@@ -109,6 +110,10 @@ class SearchEngine(IngestMixin):
     # --- the steps (sync; the batchers run them on worker threads) ----------------------
     def decode(self, data: bytes) -> Pixels:
         """Upload bytes -> model-ready pixels (cir.pixels), or a QueryError."""
+        return self.encoder.preprocess(self.decode_image(data))
+
+    def decode_image(self, data: bytes) -> Image.Image:
+        """Upload bytes -> a decoded image, held to the pixel and memory limits, or a QueryError."""
         if sniff_image_type(data) is None:
             raise UnsupportedImageError(f"the upload is not a {FORMATS_TEXT} image")
         try:
@@ -118,7 +123,7 @@ class SearchEngine(IngestMixin):
             raise ImagePixelsError(str(exc)) from exc
         except ImageDecodeError as exc:
             raise BadImageError(f"the image is truncated or corrupt: {exc}") from exc
-        return self.encoder.preprocess(image)
+        return image
 
     def encode_pixel_batch(self, pixels: list[Pixels]) -> list[np.ndarray]:
         """One forward pass of the image tower over preprocessed images."""

@@ -16,6 +16,9 @@ from PIL import Image
 
 from cir.errors import QueryError
 from cir.fusion import fuse
+from cir.pixels import pixel_row
+
+DECODE_CHUNK = 16  # uploads per preprocessing call of a bulk write (one call per image costs more)
 
 
 def item_text(item: dict, field: str) -> str | None:
@@ -70,15 +73,29 @@ class IngestMixin:
         finally:
             ticket.close()
 
+    def decode_chunk(self, datas: list[bytes]) -> list:
+        """Pixels of each upload (one preprocessing call for the chunk), or its QueryError."""
+        out: list = []
+        for data in datas:
+            try:
+                out.append(self.decode_image(data))
+            except QueryError as exc:
+                out.append(exc)
+        good = [i for i, im in enumerate(out) if not isinstance(im, QueryError)]
+        if good:
+            batch = self.encoder.preprocess.batch([out[i] for i in good])
+            for j, i in enumerate(good):
+                out[i] = pixel_row(batch, j)
+        return out
+
     async def embed_uploads(self, datas: list[bytes]) -> list[np.ndarray | QueryError]:
-        """Decode and embed many images (a bulk write): decoded on the decode pool, then encoded in batches
-        of the largest micro-batch on the model's thread; a QueryError in place of each bad image."""
+        """Decode and embed many images (a bulk write): decoded in chunks on the decode pool, then encoded
+        in batches of the largest micro-batch on the model's thread; a QueryError in place of each bad image."""
         loop = asyncio.get_running_loop()
-        decoded = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self.decode, d) for d in datas),
-                                       return_exceptions=True)
-        for d in decoded:
-            if isinstance(d, BaseException) and not isinstance(d, QueryError):
-                raise d
+        size = max(1, min(DECODE_CHUNK, -(-len(datas) // self._decode_workers)))
+        chunks = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self.decode_chunk, datas[i:i + size])
+                                        for i in range(0, len(datas), size)))
+        decoded = [d for chunk in chunks for d in chunk]
         good = [i for i, d in enumerate(decoded) if not isinstance(d, QueryError)]
         out: list = list(decoded)
         step = self._images.max_batch
