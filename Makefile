@@ -23,32 +23,33 @@ help:
 	@echo "make gpu-suite - the GPU check suite, ~8 min on one GPU -> runs/gpu_suite/report.{json,md}"
 	@echo "make gpu-suite DRY=1 - the same suite on the CPU with tiny sizes (runs/gpu_suite_dry/)"
 
-# The installer: pip, or uv with INSTALLER=uv (several times faster; `pip install uv` puts it on
-# PATH). uv is opt-in because it resolves torch from its index, not from a local wheel, so
-# TORCH_SPEC may then need the CPU wheel index of your platform (a plain torch==X is a CUDA build).
-INSTALLER ?= pip
-ifeq ($(INSTALLER),uv)
-MAKE_VENV = uv venv -q --seed --python $(PYTHON) $(VENV)
-PIP_INSTALL = uv pip install -q --python $(BIN)/python
-else
-MAKE_VENV = $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip
-PIP_INSTALL = $(BIN)/pip install -q
-endif
+# The installer: uv by default (installed into the venv with its pip: the packages of a fresh
+# clone in about a third of pip's time), or plain pip with INSTALLER=pip (also what happens when uv
+# cannot be installed). uv does not read pip's configuration, so each folder of PIP_FIND_LINKS (a
+# local wheel folder, such as a CPU torch) is passed on. Bytecode is compiled at install time: a
+# machine with PYTHONDONTWRITEBYTECODE set would otherwise compile torch on every start.
+INSTALLER ?= uv
+UV_OPTS = -q --compile-bytecode --python $(BIN)/python $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+install_packages = if [ "$(INSTALLER)" = uv ] && [ -x $(BIN)/uv ]; then $(BIN)/uv pip install $(UV_OPTS) $(1); else $(BIN)/pip install -q $(1); fi
 
 $(BIN)/python:
-	@echo "creating $(VENV) with $(INSTALLER)"
-	$(MAKE_VENV)
+	@echo "creating $(VENV) (installer: $(INSTALLER))"
+	$(PYTHON) -m venv $(VENV)
+ifeq ($(INSTALLER),uv)
+	$(BIN)/pip install -q uv || echo "uv could not be installed: installing with pip"
+else
+	$(BIN)/pip install -q --upgrade pip
+endif
 
-# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+# torch pinned in the same command: an unpinned torch would pull a multi-GB CUDA build.
 # The serving install: no plotting, evaluation tables or peers' tools (extras: eval, dev).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) "$(TORCH_SPEC)"
-	$(PIP_INSTALL) -e .
+	$(call install_packages,"$(TORCH_SPEC)" -e .)
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
 	@echo "installing the test dependencies into $(VENV) (nothing outside it)"
-	$(PIP_INSTALL) -e ".[dev]"
+	$(call install_packages,"$(TORCH_SPEC)" -e ".[dev]")
 	touch $@
 
 install: $(STAMP)
