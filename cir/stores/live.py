@@ -4,9 +4,10 @@ A search ranks the base version's rows through its own index, with the rows whos
 the live set masked out by the ID-selector plan of cir.index_search (so exact on Flat; on HNSW/IVF
 with the widened efSearch/nprobe a filter gets), and the upserts' slots through the overlay's
 graph (cir.stores.overlay_graph; scanned on Flat); the two top-k lists are merged by score. A
-patched base item is found through its base row, ranked under its id with its new metadata. Filters run on the base columns and on columns built for the overlay rows with
-the same typing (cir.columns), and facets are computed over the live set. A view is a snapshot:
-writes after it was made are not seen by the queries that hold it.
+patched base item is found through its base row, ranked under its id with its new metadata.
+Filters run on the base columns and on columns built for the overlay rows with the same typing
+(cir.columns), and facets are computed over the live set. A view is a snapshot: writes after it
+was made are not seen by the queries that hold it.
 """
 
 from __future__ import annotations
