@@ -17,6 +17,8 @@ from filter_fixtures import matches
 from service_fixtures import (HOSTILE_FIELD, LiveServer, live_server, rich_index, rich_server,  # noqa: F401
                               server_settings, world_index)
 
+from cir.feedback import read_events
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
@@ -267,5 +269,28 @@ def test_page_info_line_follows_a_background_job(browser, rich_index, tmp_path):
             assert card.locator(".field").all_inner_texts() == want
             status.unlink()  # the job is over: the next poll shows the served model's adapter
             sync_api.expect(pg.locator("#info")).to_contain_text("no adapter", timeout=15000)
+        finally:
+            pg.close()
+
+
+def test_page_reports_a_clicked_hit_as_feedback(browser, world_index, tmp_path):  # noqa: F811
+    """With --feedback-dir, a click on a hit of a logged search reaches the feedback log as a click."""
+    feedback = tmp_path / "feedback"
+    with LiveServer(server_settings(world_index["root"], feedback_dir=feedback)) as server:
+        pg = browser.new_page(viewport={"width": 1280, "height": 820})
+        try:
+            pg.goto(server.url + "/")
+            sync_api.expect(pg.locator("#status")).to_contain_text("random items of")
+            pg.fill("#text", "make it blue")
+            with pg.expect_response(lambda r: r.url.endswith("/search")) as answer:
+                pg.locator("#search").click()
+            query_id = answer.value.json()["query_id"]
+            pg.wait_for_function("!document.getElementById('status').textContent.includes('searching')")
+            target = pg.locator(".hit").nth(1).get_attribute("data-id")
+            with pg.expect_response(lambda r: r.url.endswith("/feedback")) as sent:
+                pg.locator(".hit").nth(1).click()
+            assert sent.value.status == 200, sent.value.text()
+            clicks = [e for e in read_events(feedback) if e["event"] == "feedback"]
+            assert [(e["query_id"], e["item_id"], e["kind"]) for e in clicks] == [(query_id, target, "click")]
         finally:
             pg.close()

@@ -154,6 +154,15 @@ function fieldLines(hit) {
   return lines;
 }
 
+// A logged search (the server runs with --feedback-dir) learns from what people pick: a click on a hit
+// is reported as feedback (docs/supervised.md). Fire and forget: the next search does not wait for it.
+function sendFeedback(queryId, itemId, kind) {
+  apiFetch("/feedback", {
+    method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ query_id: queryId, item_id: itemId, kind }),
+  }).catch(() => {});
+}
+
 function render(body) {
   const grid = $("results");
   grid.replaceChildren(...body.results.map((hit) => {
@@ -174,6 +183,7 @@ function render(body) {
     id.textContent = hit.id;
     card.append(img, ...fieldLines(hit), meta, id);
     card.addEventListener("click", (event) => {
+      if (body.query_id) sendFeedback(body.query_id, hit.id, "click");
       const ref = { id: hit.id, src: `${hit.image_url}?size=256`, label: `gallery: ${hit.id}`, weight: 1 };
       if (event.shiftKey) addReferences([ref]);
       else setReferences([ref]);
