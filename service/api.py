@@ -6,7 +6,6 @@ import asyncio
 import logging
 import mimetypes
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -79,10 +78,7 @@ async def search_in(request: Request, manager: IndexManager, image_base: str = "
     # result_dict has the SearchResponse shape (the tests check it against the schema): sent as it is,
     # without a second validation and serialisation of every hit
     body = q.result_dict(result, engine.encoder.text_max_length, image_base)
-    if request.app.state.settings.image_url_template:  # images served by a CDN or object store, not /images
-        template = request.app.state.settings.image_url_template
-        for hit in body["results"]:
-            hit["image_url"] = template.replace("{id}", quote(hit["id"], safe=""))
+    display.set_image_urls(request.app.state.settings, body["results"], image_base)
     body["query_id"] = await feedback.record_search(request, query, result, manager.name)
     return SafeJSONResponse(body)  # a lone surrogate in stored metadata: escaped, still valid JSON
 

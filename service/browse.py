@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from cir.search import query as q
-from service import schemas
+from service import display, schemas
 from service.api import ready_engine
 from service.auth import require_read_key
 
@@ -53,8 +53,9 @@ async def browse(request: Request, n: int = Query(24, ge=1, le=MAX_BROWSE, descr
     def load() -> list[dict]:
         ids = index.browse(n, order, seed if order == "random" else None)
         items = [(item_id, index.item(item_id)) for item_id in ids]
-        return [q.hit_dict(q.Hit(item_id, None, rank, item)) for rank, (item_id, item) in enumerate(
+        hits = [q.hit_dict(q.Hit(item_id, None, rank, item)) for rank, (item_id, item) in enumerate(
             ((i, it) for i, it in items if it is not None), 1)]
+        return display.set_image_urls(request.app.state.settings, hits)
 
     hits = await asyncio.to_thread(load)
     return BrowseResponse(results=hits, order=order, seed=seed if order == "random" else None,

@@ -15,7 +15,6 @@ import errno
 import hashlib
 import json
 import logging
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
@@ -25,7 +24,7 @@ from cir.search import query as q
 from cir.search.ingest import image_size
 from cir.stores import Delete, Patch, Upsert, WriteResult
 from cir.stores.livemeta import WriteRejected, check_id, check_metadata
-from service import schemas
+from service import display, schemas
 from service.auth import require_admin_key, require_read_key
 from service.faults import SafeJSONResponse
 
@@ -206,7 +205,7 @@ async def get_item(request: Request, item_id: str):
     if item is None:
         raise ItemError(404, "not_found", f"no item with id {item_id!r} in index {state.version}")
     return {"id": item_id, "version": state.version, "metadata": item.get("metadata") or {},
-            "image_url": f"/images/{quote(item_id, safe='')}", "width": item.get("width"),
+            "image_url": display.image_url(request.app.state.settings, item_id), "width": item.get("width"),
             "height": item.get("height"), "sha256": item.get("sha256"), "change": item.get("change")}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -69,3 +70,14 @@ def test_info_reports_display_fields_and_a_background_job(rich_index, tmp_path):
         assert info["background"].startswith("TAT training: step 5 of 150") and str(tmp_path) not in info["background"]
         status.write_text("not json")
         assert c.get("/info").json()["background"] is None
+
+
+def test_an_image_url_template_names_every_answers_images(rich_index):  # noqa: F811
+    """CIR_IMAGE_URL_TEMPLATE is the image URL of search hits, browsed items and GET /items alike."""
+    settings = server_settings(rich_index["root"], image_url_template="https://cdn.example/i/{id}.jpg")
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        browsed = c.get("/browse", params={"n": 5}).json()["results"]
+        searched = c.post("/search", data={"text": "a thing", "k": 5}).json()["results"]
+        item = c.get(f"/items/{browsed[0]['id']}").json()
+        for hit in browsed + searched + [item]:
+            assert hit["image_url"] == "https://cdn.example/i/" + quote(hit["id"], safe="") + ".jpg", hit
