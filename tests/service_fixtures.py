@@ -123,8 +123,9 @@ def rich_server(rich_index) -> "LiveServer":
 
 
 def copy_root(world_index: dict, dest: Path) -> Path:
-    """A private copy of the index root (for tests that publish versions)."""
-    shutil.copytree(world_index["root"], dest)
+    """A private copy of the index root (for tests that publish versions), without the session server's
+    live state (ROOT/live: its writer lock)."""
+    shutil.copytree(world_index["root"], dest, ignore=shutil.ignore_patterns("live"))
     return dest
 
 

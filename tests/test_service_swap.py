@@ -193,8 +193,10 @@ def test_waits_for_an_index_root_that_appears_later(world_index, tmp_path, monke
         with httpx.Client(base_url=server.url, timeout=60) as client:
             r = client.get("/readyz")
             assert r.status_code == 503 and r.json()["status"] == "not_ready"
-            # what the index job does: the version folder first, then CURRENT
-            shutil.copytree(world_index["root"], later, ignore=shutil.ignore_patterns("CURRENT"))
+            # what the index job does: the version folder first, then CURRENT (the server may already have
+            # made ROOT/live, its writer lock, and the session index has one of its own: not copied)
+            shutil.copytree(world_index["root"], later, ignore=shutil.ignore_patterns("CURRENT", "live", ".lock"),
+                            dirs_exist_ok=True)
             IndexRoot(later).publish(world_index["version"])
             assert _wait_for(lambda: _version(client) == world_index["version"])
             assert client.post("/search", data={"text": "red"}).status_code == 200
