@@ -95,6 +95,22 @@ def _build_column(ftype: str, name: str, metadatas: list[dict]) -> Column:
     return Column(ftype, data)
 
 
+def merged_dictionary(a: Column, b: Column) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One sorted dictionary for two string or tag columns, and each one's code map into it."""
+    union = sorted(set(a.dictionary) | set(b.dictionary))
+    maps = [np.searchsorted(union, c.dictionary).astype(np.int32) if c.dictionary else np.empty(0, np.int32)
+            for c in (a, b)]
+    return union, maps[0], maps[1]
+
+
+def recode(codes: np.ndarray, code_map: np.ndarray) -> np.ndarray:
+    """String codes through a code map (cir.columns.merged_dictionary); -1 (absent) stays -1."""
+    out = np.full(len(codes), -1, np.int32)
+    has = codes >= 0
+    out[has] = code_map[codes[has]]
+    return out
+
+
 def build_columns(types: dict[str, str], metadatas: list[dict]) -> Columns:
     """Typed columns of `types`' fields over the items' metadata, row r = metadatas[r]."""
     return Columns(len(metadatas), {name: _build_column(t, name, metadatas) for name, t in types.items()})

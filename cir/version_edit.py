@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cir.columns import Column, Columns, build_columns
+from cir.columns import Column, Columns, build_columns, merged_dictionary, recode
 from cir.metadata import BOOLEAN, NUMBER, OBJECT, STRING, TAGS, TIME_TYPES
 
 _FIELDS = ("id", "path", "width", "height", "sha256", "size", "mtime_ns")
@@ -80,25 +80,10 @@ def edit_columns(base: Columns, types: dict[str, str], rows: np.ndarray, metadat
     return Columns(count, out)
 
 
-def _remap(old: Column, new: Column) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """One sorted dictionary for two columns, and each one's code map into it."""
-    union = sorted(set(old.dictionary) | set(new.dictionary))
-    maps = [np.searchsorted(union, c.dictionary).astype(np.int32) if c.dictionary else np.empty(0, np.int32)
-            for c in (old, new)]
-    return union, maps[0], maps[1]
-
-
-def _codes(data: np.ndarray, code_map: np.ndarray) -> np.ndarray:
-    out = np.full(len(data), -1, np.int32)
-    has = data >= 0
-    out[has] = code_map[data[has]]
-    return out
-
-
 def _edit(ftype: str, old: Column, new: Column, rows: np.ndarray, target: np.ndarray, count: int) -> Column:
     """Column `old` with its `rows` replaced and rows appended: new's row i goes to target[i]."""
     if ftype == TAGS:
-        union, old_map, new_map = _remap(old, new)
+        union, old_map, new_map = merged_dictionary(old, new)
         keep = ~np.isin(old.rows, rows)
         pair_rows = np.concatenate([np.asarray(old.rows)[keep], target[new.rows]])
         codes = np.concatenate([old_map[np.asarray(old.data)[keep]], new_map[new.data]])
@@ -107,8 +92,8 @@ def _edit(ftype: str, old: Column, new: Column, rows: np.ndarray, target: np.nda
         return Column(ftype, codes, rows=pair_rows[order].astype(np.int32), dictionary=union)
     base_data, new_data, dictionary = np.asarray(old.data), np.asarray(new.data), None
     if ftype == STRING:
-        dictionary, old_map, new_map = _remap(old, new)
-        base_data, new_data = _codes(base_data, old_map), _codes(new_data, new_map)
+        dictionary, old_map, new_map = merged_dictionary(old, new)
+        base_data, new_data = recode(base_data, old_map), recode(new_data, new_map)
     data = np.empty(count, base_data.dtype)
     data[: len(base_data)] = base_data
     data[target] = new_data

@@ -236,16 +236,6 @@ def _bulk_upsert_fields(request: Request, raw: dict) -> tuple[str, dict, bytes |
     return item_id, metadata, data
 
 
-async def _one_upsert(request: Request, item_id: str, data: bytes | None, metadata: dict) -> object:
-    """_upsert, with its refusal as a WriteRejected to report."""
-    try:
-        return await _upsert(request, item_id, data, metadata)
-    except ItemError as exc:
-        return WriteRejected(exc.detail, field="image")
-    except (WriteRejected, q.QueryError) as exc:
-        return exc if isinstance(exc, WriteRejected) else WriteRejected(str(exc), field="image")
-
-
 async def _bulk_upserts(request: Request, raws: list[dict]) -> list[object]:
     """The bulk's upserts: an Upsert or a WriteRejected each; the images decoded and embedded together."""
     out: list = [None] * len(raws)
@@ -254,7 +244,7 @@ async def _bulk_upserts(request: Request, raws: list[dict]) -> list[object]:
         try:
             item_id, metadata, data = _bulk_upsert_fields(request, raw)
             if data is None:
-                out[i] = await _one_upsert(request, item_id, None, metadata)
+                out[i] = await _upsert(request, item_id, None, metadata)  # a metadata replacement
             else:
                 images.append((i, (item_id, metadata, data, _image_kind(data))))
         except WriteRejected as exc:

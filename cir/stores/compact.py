@@ -109,7 +109,7 @@ def _vectors(view, keep: np.ndarray, new: list[int]) -> tuple[np.ndarray, np.nda
     return embeddings, ranked
 
 
-def _rows(view, removed: np.ndarray, patched: dict, tombstones: bool) -> tuple[list[dict], Columns]:
+def _rows(view, removed: np.ndarray, patched: dict, tombstones: bool, new: list[int]) -> tuple[list[dict], Columns]:
     """Items and columns of a folded view, its removed rows dropped (or kept as tombstones): every row read
     and written again."""
     base = view.base
@@ -124,16 +124,16 @@ def _rows(view, removed: np.ndarray, patched: dict, tombstones: bool) -> tuple[l
         if row in patched:
             item = {**item, "metadata": view._rows[patched[row]]["metadata"]}
         items.append(item)
-    items += [_record(view._rows[r]) for r in _new_rows(view)]
+    items += [_record(view._rows[r]) for r in new]
     return items, build_columns(view._types, [it["metadata"] for it in items])
 
 
-def _edited(view, removed: np.ndarray, patched: dict) -> tuple[ItemsEdit, Columns]:
+def _edited(view, removed: np.ndarray, patched: dict, new_rows: list[int]) -> tuple[ItemsEdit, Columns]:
     """Items and columns of a folded view whose rows all stay (removed ones as tombstones): the base's
     table and columns edited where rows changed, and the new items appended; nothing else is read."""
     base = view.base
     dead = [int(r) for r in np.flatnonzero(removed)]
-    new = [_record(view._rows[r]) for r in _new_rows(view)]
+    new = [_record(view._rows[r]) for r in new_rows]
     ids = list(base.ids)
     for r in dead:
         ids[r] = _tombstone(r)["id"]
@@ -173,12 +173,13 @@ def compact(root, keep_versions: int = DEFAULT_KEEP, store_: FaissRootStore | No
         # cannot remove; an IVF refill costs the whole gallery); Flat drops them in place cheaply
         tombstones = factory_kind(manifest.get("factory", "")) in ("HNSW", "IVF") and \
             removed.sum() <= rebuild_share * base.count
+        new = _new_rows(view)
         if tombstones and base.columns is not None:
-            items, columns = _edited(view, removed, patched)
+            items, columns = _edited(view, removed, patched, new)
         else:
-            items, columns = _rows(view, removed, patched, tombstones)
+            items, columns = _rows(view, removed, patched, tombstones, new)
         n_items = columns.count
-        embeddings, ranked = _vectors(view, np.ones(base.count, bool) if tombstones else ~removed, _new_rows(view))
+        embeddings, ranked = _vectors(view, np.ones(base.count, bool) if tombstones else ~removed, new)
         n_base = base.count if tombstones else int((~removed).sum())
         vdir = store.IndexRoot(base.root).version_dir(base.version)
         index, how = _index(vdir, manifest, removed, tombstones, ranked[:n_base], ranked[n_base:])

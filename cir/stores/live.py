@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from cir.columns import Column, Columns, build_columns, describe
+from cir.columns import Column, Columns, build_columns, describe, merged_dictionary, recode
 from cir.metadata import STRING, TAGS
 from cir.stores.overlay import Overlay
 from cir.stores.overlay_graph import slot_topk
@@ -26,21 +26,14 @@ from cir.version_edit import empty_column
 def _concat(ftype: str, a: Column, keep: np.ndarray, b: Column) -> Column:
     """Column a's kept rows followed by column b's rows (string/tag codes mapped to one dictionary)."""
     if ftype in (STRING, TAGS):
-        union = sorted(set(a.dictionary) | set(b.dictionary))
-        remap = [np.searchsorted(union, c.dictionary).astype(np.int32) if c.dictionary else np.empty(0, np.int32)
-                 for c in (a, b)]
+        union, a_map, b_map = merged_dictionary(a, b)
         if ftype == STRING:
-            parts = []
-            for data, m in ((np.asarray(a.data)[keep], remap[0]), (np.asarray(b.data), remap[1])):
-                codes = np.full(len(data), -1, np.int32)
-                has = data >= 0
-                codes[has] = m[data[has]]
-                parts.append(codes)
-            return Column(ftype, np.concatenate(parts), dictionary=union)
+            codes = [recode(np.asarray(a.data)[keep], a_map), recode(np.asarray(b.data), b_map)]
+            return Column(ftype, np.concatenate(codes), dictionary=union)
         new_row = np.cumsum(keep) - 1
         kept = keep[a.rows]
         rows = np.concatenate([new_row[a.rows[kept]], b.rows + int(keep.sum())]).astype(np.int32)
-        data = np.concatenate([remap[0][a.data[kept]], remap[1][b.data] if len(b.data) else np.empty(0, np.int32)])
+        data = np.concatenate([a_map[a.data[kept]], b_map[b.data] if len(b.data) else np.empty(0, np.int32)])
         return Column(ftype, data.astype(np.int32), rows=rows, dictionary=union)
     return Column(ftype, np.concatenate([np.asarray(a.data)[keep], b.data]))
 

@@ -108,8 +108,7 @@ class SlotGraph:
                 ef = max(self.ef, k, math.ceil(HNSW_EF_WIDEN * k * total / max(n_live, 1)))
                 params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBitmap(total, faiss.swig_ptr(bits)),
                                                     efSearch=ef)
-            scores, found = self.index.search(query[None], k, params=params)
-            del params
+            scores, found = self.index.search(query[None], k, params=params)  # `bits` outlives it
         keep = found[0] >= 0
         return scores[0][keep], found[0][keep]
 
